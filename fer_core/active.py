@@ -1,0 +1,54 @@
+"""Which model the app and the CLIs use.
+
+The shipped models live in ``weights/``; a finished run can be promoted to be the active
+model. The choice is one small JSON file replaced atomically, so a crash mid-switch
+leaves either the old or the new choice, and deleting it restores the shipped default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from fer_core.atomic import write_json
+from fer_core.checkpoint import CheckpointError, resolve_weights
+from fer_core.paths import WEIGHTS_DIR, runs_dir
+
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "model.safetensors"
+"""The shipped default: the fast model, good enough for photos and quick enough for live video."""
+
+
+def shipped_models() -> dict[str, Path]:
+    """Every model in ``weights/`` by name (file stem), the default first."""
+    found = sorted(WEIGHTS_DIR.glob("*.safetensors"), key=lambda p: (p != DEFAULT_WEIGHTS, p.name))
+    return {p.stem: p for p in found}
+
+
+def _pointer() -> Path:
+    return runs_dir() / "active.json"
+
+
+def active_weights() -> Path:
+    """``FER_WEIGHTS`` if set, else the promoted run, else the shipped default."""
+    if os.environ.get("FER_WEIGHTS"):
+        return Path(os.environ["FER_WEIGHTS"])
+    try:
+        chosen = Path(json.loads(_pointer().read_text())["weights"])
+        return resolve_weights(chosen)
+    except (OSError, ValueError, KeyError, TypeError, CheckpointError):
+        return DEFAULT_WEIGHTS  # a missing, corrupt or dangling pointer falls back to the default
+
+
+def set_active(weights: str | os.PathLike) -> Path:
+    """Promote a checkpoint (file or run folder); refuses anything that does not load."""
+    from fer_core.checkpoint import load_checkpoint
+
+    path = resolve_weights(weights).resolve()
+    load_checkpoint(path)  # raises CheckpointError before anything changes
+    write_json(_pointer(), {"weights": str(path)})
+    return path
+
+
+def reset_active() -> None:
+    _pointer().unlink(missing_ok=True)

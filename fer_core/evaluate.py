@@ -1,0 +1,136 @@
+"""Scoring a model on a split: accuracy, the per-class report of the paper's Table 1, and
+the confusion matrix of its Fig. 3. The same function backs the CLI, training runs and
+the app's metrics page, so every number the project shows comes from one place.
+
+    python -m fer_core.evaluate --data ../shared/fer2013 --split test [--weights PATH] [--tta]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix, f1_score
+from torch import nn
+
+from fer_core import EMOTIONS
+from fer_core.data import Split
+
+
+@dataclass
+class Evaluation:
+    probs: np.ndarray  # (N, 7) softmax probabilities
+    labels: np.ndarray  # (N,)
+    tta: bool
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @property
+    def n(self) -> int:
+        return int(len(self.labels))
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.preds == self.labels).mean()) if self.n else 0.0
+
+    def confusion(self) -> np.ndarray:
+        return confusion_matrix(self.labels, self.preds, labels=list(range(len(EMOTIONS))))
+
+    def report_dict(self) -> dict:
+        return classification_report(self.labels, self.preds, labels=list(range(len(EMOTIONS))),
+                                     target_names=list(EMOTIONS), output_dict=True, zero_division=0)
+
+    def metrics(self) -> dict:
+        rep = self.report_dict()
+        return {
+            "accuracy": self.accuracy,
+            "macro_f1": float(f1_score(self.labels, self.preds, average="macro",
+                                       labels=list(range(len(EMOTIONS))), zero_division=0)),
+            "weighted_f1": float(rep["weighted avg"]["f1-score"]),
+            "per_class": {c: {"precision": rep[c]["precision"], "recall": rep[c]["recall"],
+                              "f1": rep[c]["f1-score"], "support": int(rep[c]["support"])} for c in EMOTIONS},
+            "confusion_matrix": self.confusion().tolist(),
+            "n": self.n,
+            "tta": self.tta,
+        }
+
+    def format(self) -> str:
+        report = classification_report(self.labels, self.preds, labels=list(range(len(EMOTIONS))),
+                                       target_names=list(EMOTIONS), digits=4, zero_division=0)
+        cm = self.confusion()
+        width = max(len(c) for c in EMOTIONS) + 2
+        rows = ["confusion matrix (rows: true, columns: predicted)",
+                " " * width + "".join(f"{c[:7]:>9}" for c in EMOTIONS)]
+        rows += [f"{c:<{width}}" + "".join(f"{v:>9}" for v in cm[i]) for i, c in enumerate(EMOTIONS)]
+        m = self.metrics()
+        head = (f"accuracy {m['accuracy'] * 100:.2f}%  macro-F1 {m['macro_f1']:.4f}  "
+                f"weighted-F1 {m['weighted_f1']:.4f}  n={self.n}  tta={'flip' if self.tta else 'off'}")
+        return "\n".join([head, "", report, *rows])
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, images: torch.Tensor, tta: bool = False, batch_size: int = 512,
+                  precision: str = "fp32", progress: callable | None = None) -> np.ndarray:
+    """uint8 (N,1,48,48) -> softmax probabilities (N,7); ``tta`` averages the horizontal flip."""
+    from fer_core.device import autocast
+
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device).float().div_(255)
+        with autocast(device, precision):
+            logits = model(x).float()
+            p = logits.softmax(1)
+            if tta:
+                p = (p + model(x.flip(3)).float().softmax(1)) / 2
+        out.append(p.cpu())
+        if progress:
+            progress(min(start + batch_size, len(images)), len(images))
+    return torch.cat(out).numpy() if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def evaluate(model: nn.Module, split: Split, tta: bool = False, precision: str = "fp32",
+             progress: callable | None = None) -> Evaluation:
+    probs = predict_probs(model, split.images, tta=tta, precision=precision, progress=progress)
+    return Evaluation(probs=probs, labels=split.labels.numpy(), tta=tta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fer_core.checkpoint import CheckpointError, load_checkpoint
+    from fer_core.data import DatasetError, load_split
+    from fer_core.paths import WEIGHTS_DIR, default_data_path
+
+    ap = argparse.ArgumentParser(prog="python -m fer_core.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None, help="FER-2013 folder or fer2013.csv (default: $FER_DATA or data/fer2013)")
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ap.add_argument("--weights", default=str(WEIGHTS_DIR / "model.safetensors"),
+                    help="a .safetensors file or a run folder (default: the shipped model)")
+    ap.add_argument("--tta", action="store_true", help="average the prediction of the horizontally flipped face")
+    ap.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    args = ap.parse_args(argv)
+    try:
+        model, cfg = load_checkpoint(args.weights)
+        split = load_split(args.data or default_data_path(), args.split)
+    except (DatasetError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    result = evaluate(model, split, tta=args.tta)
+    print(f"model {args.weights} ({cfg.arch}) on {args.split} of {args.data or default_data_path()}")
+    print(result.format())
+    if args.json:
+        from fer_core.atomic import write_json
+
+        write_json(args.json, result.metrics())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

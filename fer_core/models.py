@@ -1,0 +1,182 @@
+"""The model zoo: a small registry of architectures by name, like timm's ``create_model``.
+
+Every model takes float images in [0, 1] of shape (N, 1, 48, 48) and returns logits over
+the 7 FER-2013 classes; input normalisation is the model's first layer, so no caller can
+get it wrong. Softmax is applied by whoever needs probabilities (the loss wants logits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from fer_core import EMOTIONS, IMAGE_SIZE
+
+_REGISTRY: dict[str, Callable[[int], nn.Module]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register(name: str, description: str) -> Callable[[Callable[[int], nn.Module]], Callable[[int], nn.Module]]:
+    def deco(fn: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
+        _REGISTRY[name] = fn
+        _DESCRIPTIONS[name] = description
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def describe(name: str) -> str:
+    return _DESCRIPTIONS[name]
+
+
+@dataclass
+class ModelConfig:
+    """Saved beside every checkpoint: enough to rebuild the network and read its outputs."""
+
+    arch: str
+    num_classes: int = len(EMOTIONS)
+    classes: list[str] = field(default_factory=lambda: list(EMOTIONS))
+    input_size: int = IMAGE_SIZE
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {k: d[k] for k in ("arch", "num_classes", "classes", "input_size") if k in d}
+        cfg = cls(**known)
+        if cfg.arch not in _REGISTRY:
+            raise ValueError(f"unknown architecture '{cfg.arch}' (known: {', '.join(list_models())})")
+        if cfg.num_classes != len(cfg.classes):
+            raise ValueError(f"model config lists {len(cfg.classes)} classes but num_classes={cfg.num_classes}")
+        return cfg
+
+
+def create_model(name: str, num_classes: int = len(EMOTIONS)) -> nn.Module:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown architecture '{name}' (known: {', '.join(list_models())})")
+    return _REGISTRY[name](num_classes)
+
+
+class Normalize(nn.Module):
+    """Maps [0, 1] grey levels to roughly zero mean, unit variance (FER-2013 statistics)."""
+
+    def __init__(self, mean: float = 0.507, std: float = 0.255) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn_relu(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+# --------------------------------------------------------------------------- the paper
+
+
+@register(
+    "paper",
+    "The paper's Sequential CNN (Bodapati et al.), as the widely used Keras FER-2013 model: "
+    "Conv64 3x3 / Conv128 5x5 / Conv512 3x3 / Conv512 3x3, each BN-ReLU-MaxPool-Dropout(0.25); "
+    "Dense 256 and Dense 512 with BN-ReLU-Dropout(0.25); Dense 7 + softmax.",
+)
+def paper_cnn(num_classes: int) -> nn.Module:
+    layers: list[nn.Module] = [Normalize()]
+    for cin, cout, k in ((1, 64, 3), (64, 128, 5), (128, 512, 3), (512, 512, 3)):
+        layers += [nn.Conv2d(cin, cout, k, padding=k // 2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                   nn.MaxPool2d(2), nn.Dropout(0.25)]
+    layers += [nn.Flatten()]
+    for fin, fout in ((512 * 3 * 3, 256), (256, 512)):
+        layers += [nn.Linear(fin, fout), nn.BatchNorm1d(fout), nn.ReLU(inplace=True), nn.Dropout(0.25)]
+    layers += [nn.Linear(512, num_classes)]
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------- our designs
+
+
+class FerNet(nn.Module):
+    """VGG-style stages of 3x3 conv-BN-ReLU, a max-pool after each, then a small MLP head.
+
+    Chosen for accuracy per CPU second: plain 3x3 convolutions are what oneDNN runs
+    fastest on a CPU, the first stage is kept thin because it runs at full 48x48
+    resolution, and the last feature map is 3x3, flattened, so the head still sees where
+    on the face each feature fired (mouth vs eyes), which global pooling would throw away.
+    """
+
+    def __init__(self, widths: tuple[int, ...], depths: tuple[int, ...], head: int, num_classes: int,
+                 dropout: float = 0.4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [Normalize()]
+        cin = 1
+        for width, depth in zip(widths, depths, strict=True):
+            for _ in range(depth):
+                layers += conv_bn_relu(cin, width)
+                cin = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        side = IMAGE_SIZE // 2 ** len(widths)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin * side * side, head, bias=False),
+            nn.BatchNorm1d(head), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(head, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register("fernet_s", "Ours, fast: VGG-style 32-64-128-256 (1-2-2-2 convs), 3x3x256 -> 256 -> 7. For live video.")
+def fernet_s(num_classes: int) -> nn.Module:
+    return FerNet((32, 64, 128, 256), (1, 2, 2, 2), 256, num_classes)
+
+
+@register("fernet_m", "Ours, accurate: VGG-style 48-96-192-384 (1-2-2-2 convs), 3x3x384 -> 384 -> 7.")
+def fernet_m(num_classes: int) -> nn.Module:
+    return FerNet((48, 96, 192, 384), (1, 2, 2, 2), 384, num_classes)
+
+
+@register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")
+def tiny(num_classes: int) -> nn.Module:
+    return nn.Sequential(
+        Normalize(), *conv_bn_relu(1, 8), nn.MaxPool2d(4), *conv_bn_relu(8, 16), nn.MaxPool2d(4),
+        nn.Flatten(), nn.Linear(16 * 3 * 3, num_classes),
+    )
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_size: int = IMAGE_SIZE) -> int:
+    """Multiply-accumulates of one forward pass on one image (convolutions and dense layers)."""
+    total = 0
+
+    def hook(mod: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+            total += out.numel() * k
+        elif isinstance(mod, nn.Linear):
+            total += mod.in_features * mod.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, input_size, input_size))
+    model.train(was_training)
+    for h in handles:
+        h.remove()
+    return total

@@ -1,0 +1,335 @@
+"""Training: one function, ``train(config)``, used by ``train.py``, the app's launcher and
+the optimizer study alike. The whole loop is in ``fit`` below.
+
+A run is a folder: ``config.json`` (everything needed to reproduce it, seed and data hash
+included), ``history.csv``, ``progress.json`` (what the app polls), ``model.safetensors``
+(best validation epoch), ``metrics.json`` + ``report.txt`` on the test split, and
+``cleaning.json``. Every file is written atomically, so killing the process at any moment
+leaves the previous best model intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fer_core import EMOTIONS
+from fer_core.atomic import write_json, write_text
+from fer_core.augment import augment_batch
+from fer_core.checkpoint import save_checkpoint
+from fer_core.cleaning import CleaningReport, clean_train
+from fer_core.data import Split, load_split, per_class_subset, stratified_split, validate_dataset
+from fer_core.device import autocast, resolve_device, resolve_precision
+from fer_core.evaluate import evaluate
+from fer_core.models import ModelConfig, count_params, create_model, list_models
+from fer_core.paths import default_data_path, runs_dir
+
+OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "amsgrad", "adamw", "rmsprop", "adagrad", "adadelta", "nadam")
+SCHEDULES = ("none", "cosine", "onecycle", "plateau")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or had to stop; the message says why."""
+
+
+class Cancelled(Exception):
+    """Raised inside the loop when the caller asked the run to stop."""
+
+
+@dataclass
+class TrainConfig:
+    data: str = field(default_factory=lambda: str(default_data_path()))
+    arch: str = "fernet_s"
+    optimizer: str = "sgd_nesterov"
+    lr: float = 0.05
+    epochs: int = 30
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "onecycle"
+    augment: bool = True
+    label_smoothing: float = 0.1
+    val_fraction: float = 0.1
+    subset: int | None = None  # images per class, for short runs
+    clean: bool = True
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    out: str | None = None
+
+    def validate(self) -> None:
+        """Refuse bad settings before any work is done."""
+        problems = []
+        if self.arch not in list_models():
+            problems.append(f"unknown architecture '{self.arch}' (known: {', '.join(list_models())})")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"unknown optimizer '{self.optimizer}' (known: {', '.join(OPTIMIZERS)})")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"unknown schedule '{self.schedule}' (known: {', '.join(SCHEDULES)})")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"learning rate must be a positive number, got {self.lr}")
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            problems.append(f"epochs must be a whole number >= 1, got {self.epochs}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 2):
+            problems.append(f"batch size must be a whole number >= 2, got {self.batch_size}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.val_fraction < 1:
+            problems.append(f"validation fraction must lie strictly between 0 and 1, got {self.val_fraction}")
+        if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
+            problems.append(f"subset must be a positive number of images per class, got {self.subset}")
+        try:
+            resolve_precision(self.precision, resolve_device(self.device))
+        except ValueError as exc:
+            problems.append(str(exc))
+        try:
+            validate_dataset(self.data)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class PreparedData:
+    train: Split
+    val: Split
+    test: Split | None
+    cleaning: CleaningReport | None
+
+
+def prepare_data(cfg: TrainConfig) -> PreparedData:
+    """Load, clean (against val/test, so nothing leaks), carve validation, take the subset."""
+    splits = validate_dataset(cfg.data)
+    train = load_split(cfg.data, "train")
+    val = load_split(cfg.data, "val") if "val" in splits else None
+    test = load_split(cfg.data, "test") if "test" in splits else None
+    report = None
+    if cfg.clean:
+        train, report = clean_train(train, [s for s in (val, test) if s is not None])
+    if val is None:
+        train, val = stratified_split(train, cfg.val_fraction, cfg.seed)
+    if cfg.subset:
+        train = per_class_subset(train, cfg.subset, cfg.seed)
+        val = per_class_subset(val, max(1, cfg.subset // 4), cfg.seed)
+    return PreparedData(train, val, test, report)
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Weight decay on conv/dense weights only: decaying BatchNorm scales and biases hurts."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    o, lr = cfg.optimizer, cfg.lr
+    if o in ("sgd", "sgd_nesterov"):
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=o == "sgd_nesterov")
+    if o in ("adam", "amsgrad"):
+        return torch.optim.Adam(groups, lr=lr, amsgrad=o == "amsgrad")
+    return {"adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad,
+            "adadelta": torch.optim.Adadelta, "nadam": torch.optim.NAdam}[o](groups, lr=lr)
+
+
+def build_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """Returns (scheduler or None, whether it steps per batch)."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15,
+                                                   cycle_momentum=False), True
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), True
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3), False
+    return None, False
+
+
+# --------------------------------------------------------------------------- the run folder
+
+
+class RunWriter:
+    """Owns the run folder: progress for the app, history for curves, the best model."""
+
+    HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.history: list[dict] = []
+        self.progress: dict = {"status": "starting", "pid": os.getpid(), "started": _now()}
+        self._last_progress_write = 0.0
+
+    def update_progress(self, force: bool = False, **values: object) -> None:
+        self.progress.update(values, updated=_now())
+        if force or time.monotonic() - self._last_progress_write > 1.0:
+            write_json(self.out / "progress.json", self.progress)
+            self._last_progress_write = time.monotonic()
+
+    def add_epoch(self, row: dict) -> None:
+        self.history.append(row)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.HISTORY_FIELDS)
+        w.writeheader()
+        w.writerows(self.history)
+        write_text(self.out / "history.csv", buf.getvalue())
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return runs_dir() / f"{stamp}-{cfg.arch}-{cfg.optimizer}-lr{cfg.lr:g}"
+
+
+def make_run_dir(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    if (out / "model.safetensors").exists() or (out / "config.json").exists():
+        raise TrainingError(f"{out} already holds a run; choose another --out (nothing was overwritten)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print,
+          should_stop: Callable[[], bool] = lambda: False, show_bar: bool = True) -> Path:
+    """Run one training job end to end; returns its run folder."""
+    cfg.validate()
+    out = make_run_dir(cfg)
+    writer = RunWriter(out)
+    writer.update_progress(force=True, status="preparing")
+    try:
+        fit(cfg, out, writer, log, should_stop, show_bar)
+    except Cancelled:
+        writer.update_progress(force=True, status="cancelled")
+        log(f"cancelled; the best checkpoint so far is kept in {out}")
+    except Exception as exc:
+        writer.update_progress(force=True, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return out
+
+
+def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], None],
+        should_stop: Callable[[], bool], show_bar: bool) -> None:
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    data = prepare_data(cfg)
+    if data.cleaning:
+        log(data.cleaning.format())
+        write_json(out / "cleaning.json", data.cleaning.to_dict())
+    model = create_model(cfg.arch).to(device).to(memory_format=torch.channels_last)
+    model_cfg = ModelConfig(arch=cfg.arch)
+    steps = len(data.train) // cfg.batch_size or 1
+    opt = build_optimizer(cfg, model)
+    sched, per_step = build_schedule(cfg, opt, steps)
+    write_json(out / "config.json", {
+        "train": asdict(cfg), "model": model_cfg.to_dict(), "params": count_params(model),
+        "device": str(device), "precision": precision, "torch": torch.__version__,
+        "data": {"train_hash": data.train.content_hash(), "val_hash": data.val.content_hash(),
+                 "test_hash": data.test.content_hash() if data.test is not None else None,
+                 "train": len(data.train), "val": len(data.val), "test": len(data.test or [])},
+    })
+    log(f"{cfg.arch}: {count_params(model):,} params | train {len(data.train)} val {len(data.val)} | "
+        f"{device} {precision} | run folder {out}")
+    images, labels = data.train.images.to(device), data.train.labels.to(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    best_acc, started = -1.0, time.monotonic()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0, seen, loss_sum, correct = time.monotonic(), 0, 0.0, 0
+        order = torch.randperm(len(images), generator=gen, device=device)[: steps * cfg.batch_size]
+        bar = tqdm(order.view(steps, -1), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show_bar)
+        for step, idx in enumerate(bar, start=1):
+            x, y = images[idx].float().div_(255), labels[idx]
+            if cfg.augment:
+                x = augment_batch(x, gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at epoch {epoch} step {step}: the learning "
+                                    f"rate {cfg.lr:g} is probably too high for {cfg.optimizer}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if per_step:
+                sched.step()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            rate = seen / (time.monotonic() - t0)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
+            done = (epoch - 1) * steps + step
+            writer.update_progress(status="running", epoch=epoch, epochs=cfg.epochs, step=step, steps=steps,
+                                   train_loss=loss_sum / seen, train_acc=correct / seen, images_per_s=rate,
+                                   eta_s=(cfg.epochs * steps - done) * cfg.batch_size / rate)
+            if should_stop():
+                raise Cancelled
+        val = evaluate(model, data.val, precision=precision)
+        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(val.probs).clamp_min(1e-8)),
+                                    torch.from_numpy(val.labels)))
+        if sched is not None and not per_step:
+            sched.step(val.accuracy)
+        row = {"epoch": epoch, "train_loss": round(loss_sum / seen, 5), "train_acc": round(correct / seen, 5),
+               "val_loss": round(val_loss, 5), "val_acc": round(val.accuracy, 5),
+               "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 2)}
+        writer.add_epoch(row)
+        improved = val.accuracy > best_acc
+        if improved:
+            best_acc = val.accuracy
+            save_checkpoint(model, model_cfg, out / "model.safetensors")
+        log(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
+            f"val loss {val_loss:.4f} acc {val.accuracy:.4f}{'  *best' if improved else ''}  "
+            f"{row['seconds']:.0f}s ({seen / row['seconds']:.0f} img/s)")
+        writer.update_progress(force=True, best_val_acc=best_acc)
+    finish(out, data, writer, log, time.monotonic() - started)
+
+
+def finish(out: Path, data: PreparedData, writer: RunWriter, log: Callable[[str], None], seconds: float) -> None:
+    """Score the best checkpoint on the test split (val when there is none) in fp32."""
+    from fer_core.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(out / "model.safetensors")
+    split = data.test if data.test is not None else data.val
+    result = evaluate(model, split)
+    metrics = {"split": split.name, "train_seconds": round(seconds, 1),
+               "best_val_acc": max(r["val_acc"] for r in writer.history), **result.metrics()}
+    write_json(out / "metrics.json", metrics)
+    write_text(out / "report.txt", f"{split.name} split\n{result.format()}\n")
+    log(f"{split.name}: {result.format()}")
+    writer.update_progress(force=True, status="finished", test_acc=result.accuracy,
+                           macro_f1=metrics["macro_f1"], classes=list(EMOTIONS))
