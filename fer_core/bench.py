@@ -1,0 +1,84 @@
+"""Speed of every registered architecture on this machine (and, with --pipeline, of the
+whole detect-classify-draw pipeline): the figures in the README come from here.
+
+    python -m fer_core.bench [--arch NAME ...] [--precision auto|fp32|bf16] [--pipeline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from fer_core.device import autocast, resolve_precision
+from fer_core.models import count_macs, count_params, create_model, list_models
+
+TRAIN_IMAGES = 28709  # FER-2013 Training split
+
+
+def _rate(fn, n_images: int, min_seconds: float = 2.0) -> float:
+    fn()
+    fn()  # warm-up: oneDNN picks its kernels on the first calls
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < min_seconds:
+        fn()
+        done += n_images
+    return done / (time.perf_counter() - t0)
+
+
+def bench_arch(name: str, precision: str, batch: int = 128) -> dict:
+    device = torch.device("cpu")
+    model = create_model(name)
+    params, macs = count_params(model), count_macs(model)
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.rand(batch, 1, 48, 48).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 7, (batch,))
+
+    def train_step() -> None:
+        with autocast(device, precision):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    model.train()
+    train_rate = _rate(train_step, batch)
+    model.eval()
+    xb = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device, precision):
+        infer_rate = _rate(lambda: model(xb), 256)
+        one_rate = _rate(lambda: model(xb[:1]), 1)
+    return {"arch": name, "params": params, "macs": macs, "train_img_s": train_rate,
+            "infer_b256_img_s": infer_rate, "latency_b1_ms": 1000 / one_rate,
+            "epoch_minutes": TRAIN_IMAGES / train_rate / 60, "precision": precision}
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"| arch | params | MACs/img | train img/s | infer img/s (b256) | latency b1 (ms) "
+            f"| min/epoch (28,709 imgs) |\n|---|---:|---:|---:|---:|---:|---:|")
+    body = [f"| {r['arch']} | {r['params'] / 1e6:.2f} M | {r['macs'] / 1e6:.1f} M | {r['train_img_s']:.0f} | "
+            f"{r['infer_b256_img_s']:.0f} | {r['latency_b1_ms']:.2f} | {r['epoch_minutes']:.1f} |" for r in rows]
+    return "\n".join([head, *body])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fer_core.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", nargs="*", default=[a for a in list_models() if a != "tiny"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--pipeline", action="store_true", help="benchmark detection + classification + drawing")
+    args = ap.parse_args(argv)
+    if args.pipeline:
+        from fer_core.pipeline_bench import main as pipeline_main
+
+        return pipeline_main()
+    precision = resolve_precision(args.precision, torch.device("cpu"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {precision}")
+    print(format_table([bench_arch(a, precision) for a in args.arch]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

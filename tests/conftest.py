@@ -1,0 +1,74 @@
+"""Shared fixtures: small generated FER-2013 look-alikes in both formats, and the real data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_core import EMOTIONS
+from tests.browser_support import app_url, chromium  # noqa: F401  (fixtures for browser tests)
+
+REAL_DATA = Path(os.environ.get("FER_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "fer2013")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the developer's caches, runs or active model."""
+    base = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("FER_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("FER_RUNS_DIR", str(base / "runs"))
+    monkeypatch.delenv("FER_WEIGHTS", raising=False)
+
+
+def make_face(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """A learnable synthetic 'face': each class draws a bright bar at its own place and angle."""
+    img = rng.normal(100, 12, (size, size)).clip(0, 255).astype(np.uint8)
+    angle = label * np.pi / len(EMOTIONS)
+    c = size / 2 + rng.normal(0, 1.5, 2)
+    d = np.array([np.cos(angle), np.sin(angle)]) * size * 0.35
+    p1, p2 = (c - d).astype(int), (c + d).astype(int)
+    cv2.line(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2), 230, 4)
+    return img
+
+
+def write_folder_dataset(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        for label, name in enumerate(EMOTIONS):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                cv2.imwrite(str(d / f"{split}_{label}_{i}.png"), make_face(label, rng))
+    return root
+
+
+def write_csv_dataset(path: Path, per_usage: dict[str, int], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    lines = ["emotion,pixels,Usage"]
+    for usage, n in per_usage.items():
+        for label in range(len(EMOTIONS)):
+            for _ in range(n):
+                lines.append(f"{label},{' '.join(map(str, make_face(label, rng).ravel()))},{usage}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def folder_data(tmp_path: Path) -> Path:
+    return write_folder_dataset(tmp_path / "fer", {"train": 40, "test": 10})
+
+
+@pytest.fixture
+def csv_data(tmp_path: Path) -> Path:
+    return write_csv_dataset(tmp_path / "fer2013.csv", {"Training": 12, "PublicTest": 4, "PrivateTest": 4})
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not (REAL_DATA / "train").is_dir():
+        pytest.skip(f"FER-2013 not found at {REAL_DATA}")
+    return REAL_DATA
