@@ -18,7 +18,8 @@ from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError,
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     d = TrainConfig()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=d.data, help="FER-2013 folder or fer2013.csv (default: $FER_DATA or data/fer2013)")
+    ap.add_argument("--data", default=d.data,
+                    help="FER-2013 folder or fer2013.csv (default: $FER_DATA or data/fer2013)")
     ap.add_argument("--arch", default=d.arch, choices=list_models())
     ap.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
     ap.add_argument("--lr", type=float, default=d.lr, help="learning rate (peak rate for onecycle)")

@@ -57,8 +57,8 @@ def bench_arch(name: str, precision: str, batch: int = 128) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"| arch | params | MACs/img | train img/s | infer img/s (b256) | latency b1 (ms) "
-            f"| min/epoch (28,709 imgs) |\n|---|---:|---:|---:|---:|---:|---:|")
+    head = ("| arch | params | MACs/img | train img/s | infer img/s (b256) | latency b1 (ms) "
+            "| min/epoch (28,709 imgs) |\n|---|---:|---:|---:|---:|---:|---:|")
     body = [f"| {r['arch']} | {r['params'] / 1e6:.2f} M | {r['macs'] / 1e6:.1f} M | {r['train_img_s']:.0f} | "
             f"{r['infer_b256_img_s']:.0f} | {r['latency_b1_ms']:.2f} | {r['epoch_minutes']:.1f} |" for r in rows]
     return "\n".join([head, *body])

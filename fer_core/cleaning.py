@@ -65,7 +65,9 @@ def blank_mask(split: Split, threshold: float = BLANK_STD) -> torch.Tensor:
     return split.images.reshape(len(split), -1).float().std(dim=1) < threshold
 
 
-def clean_train(train: Split, held_out: Sequence[Split] = (), examples_per_reason: int = 24) -> tuple[Split, CleaningReport]:
+def clean_train(
+    train: Split, held_out: Sequence[Split] = (), examples_per_reason: int = 24
+) -> tuple[Split, CleaningReport]:
     """Drop blanks, within-train duplicates (keep the first) and images leaked into ``held_out``."""
     report = CleaningReport(before=len(train), after=0)
     blank = blank_mask(train).tolist()

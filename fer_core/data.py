@@ -220,7 +220,8 @@ def _load_csv_split(csv_path: Path, split: str) -> tuple[np.ndarray, np.ndarray,
             labels.append(label)
             sources.append(f"{csv_path.name}:{line_no}")
     if not images:
-        raise DatasetError(f"split '{split}' is missing: {csv_path} has no rows with Usage {' / '.join(sorted(wanted))}")
+        usage = " / ".join(sorted(wanted))
+        raise DatasetError(f"split '{split}' is missing: {csv_path} has no rows with Usage {usage}")
     return np.stack(images), np.array(labels, np.int64), sources
 
 
@@ -277,7 +278,7 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
     for c in range(len(EMOTIONS)):
         idx = torch.nonzero(split.labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        n_val = int(round(len(idx) * fraction))
+        n_val = round(len(idx) * fraction)
         held.append(idx[:n_val])
         keep.append(idx[n_val:])
     keep_idx, held_idx = torch.cat(keep).sort().values, torch.cat(held).sort().values

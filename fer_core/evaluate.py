@@ -8,7 +8,6 @@ the app's metrics page, so every number the project shows comes from one place.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 
@@ -33,7 +32,7 @@ class Evaluation:
 
     @property
     def n(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
     @property
     def accuracy(self) -> float:

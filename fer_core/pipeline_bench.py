@@ -1,0 +1,142 @@
+"""Speed of the whole recognition pipeline on this machine (``python -m fer_core.bench --pipeline``).
+
+Measures what a user waits for: per-face classification latency at batch 1, and the
+end-to-end time of one 640x480 webcam frame with 1 and 3 faces: gray conversion,
+detection, cropping, one classification batch, tracking/smoothing and drawing, exactly
+the webcam callback's path. The test frames are real FER-2013 faces, upscaled and pasted
+on a plain background, because the Haar cascade finds nothing in random pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fer_core import IMAGE_SIZE
+from fer_core.detect import Box
+
+FRAME_SHAPE = (480, 640)
+FACE_SIDE = 150
+
+
+def fer_test_dir() -> Path | None:
+    """The FER-2013 test/ folder: ``FER_TEST_DATA``, ``FER_DATA``, or ../shared/fer2013 beside the project."""
+    from fer_core.paths import PROJECT_ROOT, default_data_path
+
+    for root in (os.environ.get("FER_TEST_DATA"), os.environ.get("FER_DATA"),
+                 PROJECT_ROOT.parent / "shared" / "fer2013", default_data_path()):
+        if root and (Path(root) / "test").is_dir():
+            return Path(root) / "test"
+    return None
+
+
+def compose_frame(faces: list[np.ndarray], shape: tuple[int, int] = FRAME_SHAPE, side: int = FACE_SIDE,
+                  background: int = 128) -> tuple[np.ndarray, list[Box]]:
+    """Gray faces upscaled to ``side`` px and laid out in a row on a plain frame; returns (frame, boxes)."""
+    h, w = shape
+    frame = np.full((h, w), background, np.uint8)
+    n = len(faces)
+    if n * side > w or side > h:
+        raise ValueError(f"{n} faces of {side} px do not fit a {w}x{h} frame")
+    gap = (w - n * side) // (n + 1)
+    y = (h - side) // 2
+    boxes = []
+    for i, face in enumerate(faces):
+        x = gap + i * (side + gap)
+        frame[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+        boxes.append((x, y, side, side))
+    return frame, boxes
+
+
+def detectable_faces(test_dir: Path, n: int, side: int = FACE_SIDE, limit: int = 400) -> list[np.ndarray]:
+    """The first ``n`` test faces (in file order) that the Haar cascade finds when pasted alone."""
+    from fer_core.detect import DetectorSettings, HaarDetector
+
+    det = HaarDetector()
+    out: list[np.ndarray] = []
+    for path in sorted(test_dir.glob("*/*.jpg"))[:limit]:
+        face = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if face is None or face.std() < 10:
+            continue
+        frame, _ = compose_frame([face], side=side)
+        if len(det.detect(frame, DetectorSettings())) == 1:
+            out.append(face)
+            if len(out) == n:
+                break
+    return out
+
+
+def _time_ms(fn: Callable[[], object], min_seconds: float = 2.0) -> list[float]:
+    for _ in range(3):
+        fn()  # warm-up: oneDNN picks its kernels on the first calls
+    times: list[float] = []
+    t_end = time.perf_counter() + min_seconds
+    while time.perf_counter() < t_end or len(times) < 20:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def run(weights: Path | None = None, seconds: float = 2.0) -> list[dict]:
+    from fer_core.active import active_weights
+    from fer_core.recognizer import Recognizer
+    from fer_core.webcam import WebcamProcessor
+
+    test_dir = fer_test_dir()
+    if test_dir is None:
+        raise FileNotFoundError("FER-2013 test/ not found (set FER_TEST_DATA): the benchmark frames are real faces")
+    rec = Recognizer.load(weights if weights is not None else active_weights())
+    faces = detectable_faces(test_dir, 3)
+    if len(faces) < 3:
+        raise RuntimeError("fewer than 3 detectable faces in the test data")
+    rows = []
+    crop = cv2.resize(faces[0], (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)[None]
+    t = _time_ms(lambda: rec.classify(crop), seconds)
+    rows.append({"case": "classify 1 face (48x48, batch 1)", "ms": statistics.median(t), "p90": np.percentile(t, 90)})
+    for k in (1, 3):
+        gray, _ = compose_frame(faces[:k])
+        bgr = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+        proc = WebcamProcessor(rec)
+        found = len(rec.faces_in_gray(gray, whole=False, settings=proc.settings)[0])
+        t = _time_ms(lambda p=proc, b=bgr: p.process(b), seconds)
+        rows.append({"case": f"640x480 frame, {k} face{'s' if k > 1 else ''} (found {found}): detect+classify+draw",
+                     "ms": statistics.median(t), "p90": np.percentile(t, 90)})
+        t = _time_ms(lambda g=gray, s=proc.settings: rec.detect(g, s), seconds)
+        rows.append({"case": f"  of which detection ({k} face{'s' if k > 1 else ''})", "ms": statistics.median(t),
+                     "p90": np.percentile(t, 90)})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| case | median ms | p90 ms | FPS (1000 / median) |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['case']} | {r['ms']:.2f} | {r['p90']:.2f} | {1000 / r['ms']:.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from fer_core.checkpoint import CheckpointError
+    from fer_core.recognizer import Recognizer
+
+    try:
+        rows = run()
+        rec = Recognizer.load()
+    except (FileNotFoundError, RuntimeError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"weights {rec.weights}, precision {rec.precision}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)")
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

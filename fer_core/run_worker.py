@@ -1,0 +1,87 @@
+"""The process behind a run launched from the app (see ``fer_core.runs``).
+
+    python -m fer_core.run_worker RUN_FOLDER/launch.json      (or an inline JSON object)
+
+It builds the ``TrainConfig``, runs the very same ``fer_core.training.train`` as ``train.py``,
+and turns SIGTERM (the app's Cancel) into the loop's ``should_stop``, so a cancelled run ends
+with status ``cancelled`` and its best checkpoint kept. Whatever happens, it leaves a
+``progress.json`` that says how the run ended and releases the launcher lock it holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fer_core.atomic import write_json
+from fer_core.runs import release_lock
+from fer_core.training import TrainConfig, TrainingError, train
+
+
+def load_config(arg: str) -> TrainConfig:
+    text = arg if arg.lstrip().startswith("{") else Path(arg).read_text()
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("the run configuration must be a JSON object")
+    return TrainConfig.from_dict(data)
+
+
+def _mark_failed(out: str | None, message: str) -> None:
+    """For failures before ``train`` owns the folder (bad config): the app must still see why."""
+    if not out:
+        return
+    progress = Path(out) / "progress.json"
+    try:
+        current = json.loads(progress.read_text()) if progress.exists() else {}
+    except (OSError, ValueError):
+        current = {}
+    if current.get("status") in ("failed", "cancelled", "finished"):
+        return
+    try:
+        write_json(progress, {**current, "status": "failed", "error": message, "pid": os.getpid(),
+                              "updated": datetime.now(UTC).isoformat(timespec="seconds")})
+    except OSError:
+        pass  # a full or read-only disk: the log and the exit code still say it
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m fer_core.run_worker CONFIG_JSON", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    cfg: TrainConfig | None = None
+    try:
+        cfg = load_config(argv[0])
+        out = train(cfg, log=log, should_stop=stop.is_set, show_bar=False)
+        log(f"run folder: {out}")
+        return 0
+    except (ValueError, TrainingError, OSError) as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            message = f"the disk is full; the run stopped (the last saved checkpoint is intact): {exc}"
+        log(f"error: {message}")
+        _mark_failed(cfg.out if cfg else None, message)
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        _mark_failed(cfg.out if cfg else None, f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        release_lock(os.getpid())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

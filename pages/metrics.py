@@ -1,0 +1,352 @@
+"""Metrics: the paper's Table 1 and Fig. 3 as a place to explore what a model gets wrong.
+
+Every number comes from ``fer_core.evaluate.Evaluation`` (through the on-disk evaluation
+cache), so the page shows exactly what ``python -m fer_core.evaluate`` prints. Without a
+dataset the page falls back to the metrics stored in the model card.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from fer_core import EMOTIONS
+from fer_core.active import active_weights, shipped_models
+from fer_core.calibration import reliability
+from fer_core.checkpoint import CheckpointError
+from fer_core.data import DatasetError, Split, available_splits, load_split
+from fer_core.eval_cache import cached_evaluate, weights_hash
+from fer_core.evaluate import Evaluation
+from fer_core.model_card import load_card
+from fer_core.paths import default_data_path, runs_dir
+
+GALLERY_PAGE = 48
+CHART_KEY = "cm_chart"
+DATA_HELP = ("Point the app at FER-2013: set the environment variable `FER_DATA` to a folder holding "
+             "`train/` and `test/` (one sub-folder per emotion) or to the original `fer2013.csv`, e.g. "
+             "`FER_DATA=../shared/fer2013 streamlit run streamlit_app.py`, or type the path in *Dataset* above.")
+
+
+# --------------------------------------------------------------------------- choices
+
+
+def finished_runs() -> dict[str, Path]:
+    """Run folders that hold a best model and its test metrics (a run still training has no metrics.json)."""
+    root = runs_dir()
+    if not root.is_dir():
+        return {}
+    runs = [d for d in root.iterdir()
+            if d.is_dir() and (d / "model.safetensors").is_file() and (d / "metrics.json").is_file()]
+    runs.sort(key=lambda d: (d / "metrics.json").stat().st_mtime, reverse=True)
+    return {d.name: d / "model.safetensors" for d in runs}
+
+
+def model_choices() -> dict[str, Path]:
+    """Label -> weights file: the active model first, then the shipped ones, then finished runs."""
+    choices: dict[str, Path] = {}
+    seen: set[Path] = set()
+
+    def add(label: str, path: Path) -> None:
+        key = path.expanduser().resolve()
+        if key not in seen:
+            seen.add(key)
+            choices[label] = path
+
+    active = active_weights()
+    add(f"active model ({active.parent.name}/{active.name})", active)
+    for name, path in shipped_models().items():
+        add(f"shipped: {name}", path)
+    for name, path in finished_runs().items():
+        add(f"run: {name}", path)
+    return choices
+
+
+# --------------------------------------------------------------------------- cached loading
+
+
+def _data_stamp(path: str, split: str) -> tuple[str, int]:
+    """Cheap change detector for the st cache: the split folder's (or CSV's) modification time."""
+    p = Path(path).expanduser()
+    target = p / split if (p / split).is_dir() else p
+    try:
+        return str(target.resolve()), target.stat().st_mtime_ns
+    except OSError:
+        return str(target), 0
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=6)
+def load_split_cached(path: str, split: str, stamp: tuple[str, int]) -> tuple[Split, str]:
+    """The split and its content hash (the evaluation cache key), kept across reruns."""
+    del stamp  # only part of the cache key
+    s = load_split(path, split)
+    return s, s.content_hash()
+
+
+@st.cache_resource(show_spinner=False)
+def _evaluations() -> dict[tuple, Evaluation]:
+    """In-process memo over the disk cache; a plain dict so the first run can draw a progress bar."""
+    return {}
+
+
+def get_evaluation(weights: Path, split: Split, data_hash: str, tta: bool) -> Evaluation:
+    key = (weights_hash(weights), data_hash, split.name, tta)
+    memo = _evaluations()
+    if key not in memo:
+        bar = st.progress(0.0, text=f"Evaluating on {len(split):,} images of {split.name}…")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"Evaluating… {done:,} / {total:,} images")
+
+        memo[key], _ = cached_evaluate(weights, split, tta=tta, progress=progress, data_hash=data_hash)
+        bar.empty()
+    return memo[key]
+
+
+# --------------------------------------------------------------------------- views
+
+
+def report_table(report: dict) -> pd.DataFrame:
+    """The classification report as a table: one row per class, then macro and weighted averages."""
+    rows = [*EMOTIONS, "macro avg", "weighted avg"]
+    df = pd.DataFrame([report[r] for r in rows], index=rows)[["precision", "recall", "f1-score", "support"]]
+    df["support"] = df["support"].astype(int)
+    return df
+
+
+def show_report(df: pd.DataFrame) -> None:
+    fmt = st.column_config.NumberColumn(format="%.4f")
+    st.dataframe(df, column_config={"precision": fmt, "recall": fmt, "f1-score": fmt}, width="stretch")
+
+
+def confusion_figure(cm: np.ndarray, normalise: bool, selected: tuple[int, int] | None) -> go.Figure:
+    """Heatmap plus an invisible marker per cell: plotly heatmaps emit no selection events, markers do."""
+    counts = np.asarray(cm, dtype=float)
+    rows = counts.sum(1, keepdims=True)
+    z = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) if normalise else counts
+    text = [[(f"{z[i, j]:.2f}" if normalise else f"{int(counts[i, j])}") for j in range(len(EMOTIONS))]
+            for i in range(len(EMOTIONS))]
+    fig = go.Figure(go.Heatmap(z=z, x=list(EMOTIONS), y=list(EMOTIONS), colorscale="Blues", text=text,
+                               texttemplate="%{text}", hoverinfo="skip",
+                               colorbar={"title": "share of row" if normalise else "images"}))
+    xs = [p for _ in EMOTIONS for p in EMOTIONS]
+    ys = [t for t in EMOTIONS for _ in EMOTIONS]
+    custom = [[i, j, int(counts[i, j])] for i in range(len(EMOTIONS)) for j in range(len(EMOTIONS))]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", customdata=custom, showlegend=False,
+                             marker={"symbol": "square", "size": 38, "color": "rgba(0,0,0,0)"},
+                             hovertemplate="true %{y} → predicted %{x}: %{customdata[2]} images<extra></extra>"))
+    if selected is not None:
+        t, p = selected
+        fig.add_shape(type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5,
+                      line={"color": "crimson", "width": 3})
+    fig.update_layout(xaxis={"title": "predicted", "side": "bottom"},
+                      yaxis={"title": "true", "autorange": "reversed"},
+                      height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10}, clickmode="event+select")
+    return fig
+
+
+def _on_cell_selected() -> None:
+    """Chart selection -> the true/predicted pickers (runs before the script, so widgets accept it)."""
+    event = st.session_state.get(CHART_KEY)
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    if not points:
+        return
+    point = points[0]
+    true, pred = point.get("y"), point.get("x")
+    if true in EMOTIONS and pred in EMOTIONS:
+        st.session_state["cm_true"], st.session_state["cm_pred"] = true, pred
+
+
+def most_confused(cm: np.ndarray) -> tuple[int, int]:
+    """The largest off-diagonal cell: the default cell to look at."""
+    off = np.asarray(cm, dtype=float).copy()
+    np.fill_diagonal(off, -1)
+    t, p = np.unravel_index(int(off.argmax()), off.shape)
+    return int(t), int(p)
+
+
+def top3(probs: np.ndarray) -> str:
+    order = np.argsort(-probs)[:3]
+    return " · ".join(f"{EMOTIONS[k]} {probs[k]:.2f}" for k in order)
+
+
+def cell_indices(ev: Evaluation, true: int, pred: int) -> np.ndarray:
+    """Images whose label is ``true`` and prediction ``pred``, most confident prediction first."""
+    idx = np.flatnonzero((ev.labels == true) & (ev.preds == pred))
+    return idx[np.argsort(-ev.probs[idx, pred], kind="stable")]
+
+
+def show_confusion(ev: Evaluation, split: Split) -> None:
+    cm = ev.confusion()
+    if "cm_true" not in st.session_state:
+        t0, p0 = most_confused(cm)
+        st.session_state["cm_true"], st.session_state["cm_pred"] = EMOTIONS[t0], EMOTIONS[p0]
+    mode = st.radio("Show", ["counts", "row-normalised"], horizontal=True, key="cm_mode",
+                    help="Row-normalised: each row sums to 1, so the diagonal is each class's recall.")
+    selected = (EMOTIONS.index(st.session_state["cm_true"]), EMOTIONS.index(st.session_state["cm_pred"]))
+    st.plotly_chart(confusion_figure(cm, mode == "row-normalised", selected), key=CHART_KEY,
+                    on_select=_on_cell_selected, selection_mode="points", width="stretch")
+    st.caption("Click a cell (or pick it below) to see its faces. Rows: true emotion; columns: prediction.")
+    c1, c2 = st.columns(2)
+    c1.selectbox("True emotion", EMOTIONS, key="cm_true")
+    c2.selectbox("Predicted emotion", EMOTIONS, key="cm_pred")
+    true, pred = EMOTIONS.index(st.session_state["cm_true"]), EMOTIONS.index(st.session_state["cm_pred"])
+    show_gallery(ev, split, true, pred)
+
+
+def show_gallery(ev: Evaluation, split: Split, true: int, pred: int) -> None:
+    idx = cell_indices(ev, true, pred)
+    st.markdown(f"#### true **{EMOTIONS[true]}** → predicted **{EMOTIONS[pred]}**: {len(idx):,} images")
+    if not len(idx):
+        st.info("No image of the split falls in this cell.")
+        return
+    pages = (len(idx) - 1) // GALLERY_PAGE + 1
+    page = st.number_input(f"Page (of {pages})", 1, pages, 1, key=f"cm_page_{true}_{pred}") if pages > 1 else 1
+    shown = idx[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
+    faces = [cv2.resize(split.images[i, 0].numpy(), (96, 96), interpolation=cv2.INTER_CUBIC) for i in shown]
+    st.image(faces, caption=[top3(ev.probs[i]) for i in shown], width=110)
+    with st.expander("List of these images"):
+        st.dataframe(pd.DataFrame({"source": [split.sources[i] for i in idx],
+                                   f"p({EMOTIONS[pred]})": ev.probs[idx, pred].round(4),
+                                   "top 3": [top3(ev.probs[i]) for i in idx]}),
+                     hide_index=True, width="stretch")
+
+
+def show_calibration(ev: Evaluation) -> None:
+    rel = reliability(ev.probs, ev.labels, n_bins=15)
+    c1, c2 = st.columns([1, 3])
+    c1.metric("Expected calibration error", f"{rel.ece * 100:.2f}%")
+    c1.metric("Maximum calibration error", f"{rel.mce * 100:.2f}%")
+    c1.caption("ECE: the count-weighted gap between confidence and accuracy over 15 confidence bins. "
+               "Bars under the diagonal: over-confident.")
+    filled = rel.counts > 0
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=rel.centers[filled], y=rel.accuracy[filled], width=1 / len(rel.counts),
+                         name="accuracy", customdata=np.stack([rel.counts[filled], rel.confidence[filled]], 1),
+                         hovertemplate="accuracy %{y:.3f}<br>mean confidence %{customdata[1]:.3f}"
+                                       "<br>%{customdata[0]} images<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line={"dash": "dash", "color": "grey"}))
+    fig.update_layout(xaxis={"title": "confidence (top probability)", "range": [0, 1]},
+                      yaxis={"title": "accuracy", "range": [0, 1]}, height=380,
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    c2.plotly_chart(fig, width="stretch")
+
+
+def show_training(weights: Path, card: dict | None) -> None:
+    run = weights.parent
+    history = run / "history.csv"
+    if weights.name == "model.safetensors" and history.is_file():
+        try:
+            df = pd.read_csv(history)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            st.warning(f"Could not read {history}: {exc}")
+            df = None
+        needed = {"epoch", "train_loss", "val_loss", "train_acc", "val_acc"}
+        if df is not None and needed <= set(df.columns) and len(df):
+            c1, c2 = st.columns(2)
+            for col, what in ((c1, "loss"), (c2, "acc")):
+                fig = go.Figure([go.Scatter(x=df["epoch"], y=df[f"{s}_{what}"], mode="lines+markers", name=s)
+                                 for s in ("train", "val")])
+                fig.update_layout(title="loss" if what == "loss" else "accuracy", xaxis_title="epoch",
+                                  height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+                col.plotly_chart(fig, width="stretch")
+        elif df is not None:
+            st.warning(f"{history} lacks the columns {', '.join(sorted(needed))}.")
+        try:
+            st.json(json.loads((run / "config.json").read_text()), expanded=False)
+        except (OSError, ValueError):
+            st.caption("This run has no readable config.json.")
+    elif card and card.get("config"):
+        st.caption("The shipped model's training configuration (from its model card):")
+        st.json(card["config"], expanded=False)
+        if card.get("command"):
+            st.code(card["command"], language="bash")
+    else:
+        st.caption("No training history is stored with this model.")
+
+
+def show_stored(card: dict | None, weights: Path) -> None:
+    """The metrics the model card stored: all we can show without the images."""
+    test = (card or {}).get("test") or {}
+    if not test.get("per_class"):
+        st.warning(f"No stored metrics for `{weights}` either.")
+        return
+    st.subheader("Stored metrics (from the model card)")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Accuracy", f"{test['accuracy'] * 100:.2f}%")
+    c2.metric("Macro-F1", f"{test['macro_f1']:.4f}")
+    c3.metric("Images", f"{test.get('n', '?')}")
+    pc = test["per_class"]
+    df = pd.DataFrame([{"precision": pc[c]["precision"], "recall": pc[c]["recall"], "f1-score": pc[c]["f1"],
+                        "support": pc[c]["support"]} for c in EMOTIONS], index=list(EMOTIONS))
+    show_report(df)
+    if test.get("confusion_matrix"):
+        mode = st.radio("Show", ["counts", "row-normalised"], horizontal=True, key="cm_mode_stored")
+        st.plotly_chart(confusion_figure(np.array(test["confusion_matrix"]), mode == "row-normalised", None),
+                        width="stretch")
+
+
+# --------------------------------------------------------------------------- page
+
+
+st.title("Metrics")
+st.caption("Accuracy, the per-class report, the confusion matrix and calibration of any model, on any split "
+           "— the same numbers `python -m fer_core.evaluate` prints.")
+
+choices = model_choices()
+c1, c2, c3, c4 = st.columns([3, 3, 1, 1])
+label = c1.selectbox("Model", list(choices), key="model")
+weights = choices[label]
+data_path = c2.text_input("Dataset (folder or fer2013.csv)", str(default_data_path()), key="data_path").strip()
+card = load_card(weights)
+
+splits: list[str] = []
+data_error = None
+try:
+    splits = available_splits(data_path) if data_path else []
+except (DatasetError, OSError) as exc:
+    data_error = str(exc)
+split_name = c3.selectbox("Split", splits or ["test"], index=(splits.index("test") if "test" in splits else 0),
+                          key="split", disabled=not splits)
+tta = c4.toggle("Flip TTA", key="tta", help="Average each face's prediction with its mirror image.")
+
+if not splits:
+    st.info((f"No dataset at `{data_path}`: {data_error}. " if data_error else "") + DATA_HELP)
+    show_stored(card, weights)
+    st.stop()
+
+try:
+    split, data_hash = load_split_cached(data_path, split_name, _data_stamp(data_path, split_name))
+    ev = get_evaluation(weights, split, data_hash, tta)
+except (DatasetError, OSError) as exc:
+    st.error(f"Could not load the {split_name} split of `{data_path}`: {exc}")
+    show_stored(card, weights)
+    st.stop()
+except CheckpointError as exc:
+    st.error(f"Could not use this model: {exc}")
+    st.stop()
+
+m = ev.metrics()
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Accuracy", f"{m['accuracy'] * 100:.2f}%")
+c2.metric("Macro-F1", f"{m['macro_f1']:.4f}")
+c3.metric("Weighted-F1", f"{m['weighted_f1']:.4f}")
+c4.metric("Images", f"{m['n']:,}")
+st.caption(f"`{weights}` on the {split_name} split of `{data_path}` (data hash {data_hash}), "
+           f"test-time flip {'on' if tta else 'off'}.")
+
+st.subheader("Classification report")
+show_report(report_table(ev.report_dict()))
+st.subheader("Confusion matrix")
+show_confusion(ev, split)
+tab_cal, tab_train = st.tabs(["Calibration", "Training run"])
+with tab_cal:
+    show_calibration(ev)
+with tab_train:
+    show_training(weights, card)

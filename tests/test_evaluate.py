@@ -1,0 +1,42 @@
+"""The evaluation CLI prints the paper-style report and writes the documented JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fer_core import EMOTIONS
+from fer_core.checkpoint import save_checkpoint
+from fer_core.evaluate import Evaluation, main
+from fer_core.models import ModelConfig, create_model
+
+
+def test_metrics_of_a_known_prediction() -> None:
+    labels = np.array([0, 0, 1, 2, 3, 3, 4, 5, 6, 6])
+    probs = np.eye(7)[[0, 1, 1, 2, 3, 3, 4, 5, 6, 0]]
+    m = Evaluation(probs=probs, labels=labels, tta=False).metrics()
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["per_class"]["angry"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["confusion_matrix"][6] == [1, 0, 0, 0, 0, 0, 1]
+    assert set(m) >= {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "n"}
+
+
+def test_cli_prints_report_and_writes_json(folder_data: Path, tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    weights = save_checkpoint(create_model("tiny"), ModelConfig("tiny"), tmp_path / "m.safetensors")
+    out = tmp_path / "m.json"
+    assert main(["--data", str(folder_data), "--split", "test", "--weights", str(weights), "--tta",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text and "macro avg" in text and "confusion matrix" in text and "tta=flip" in text
+    m = json.loads(out.read_text())
+    assert m["n"] == 70 and sum(map(sum, m["confusion_matrix"])) == 70 and list(m["per_class"]) == list(EMOTIONS)
+
+
+def test_cli_reports_bad_paths_without_traceback(folder_data: Path, tmp_path: Path, capsys) -> None:
+    assert main(["--data", str(folder_data), "--weights", str(tmp_path / "missing.safetensors")]) == 2
+    assert "error: no weights file" in capsys.readouterr().err

@@ -1,0 +1,41 @@
+"""The registry builds every architecture; each maps 48x48 faces to 7 logits; accounting is right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fer_core.models import ModelConfig, count_macs, count_params, create_model, describe, list_models
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_architecture_gives_seven_logits(name: str) -> None:
+    model = create_model(name).eval()
+    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+    assert describe(name)
+
+
+def test_registry_has_the_paper_and_our_designs() -> None:
+    assert {"paper", "fernet_s", "fernet_m"} <= set(list_models())
+    with pytest.raises(ValueError, match="unknown architecture 'vgg99'"):
+        create_model("vgg99")
+
+
+def test_paper_model_matches_its_description() -> None:
+    model = create_model("paper")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size[0]) for c in convs] == [(64, 3), (128, 5), (512, 3), (512, 3)]
+    dense = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert dense == [256, 512, 7]
+    assert count_params(model) == 4_474_759
+
+
+def test_mac_count_of_a_known_layer() -> None:
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(8 * 48 * 48, 7))
+    assert count_macs(conv) == 48 * 48 * 8 * 9 + 8 * 48 * 48 * 7
+
+
+def test_model_config_refuses_unknown_arch() -> None:
+    with pytest.raises(ValueError, match="unknown architecture"):
+        ModelConfig.from_dict({"arch": "nope"})
+    assert ModelConfig.from_dict(ModelConfig("paper").to_dict()) == ModelConfig("paper")

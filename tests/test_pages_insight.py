@@ -1,0 +1,194 @@
+"""The Metrics and Dataset pages, run headless with AppTest on a tiny generated dataset and a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from fer_core import EMOTIONS
+from fer_core.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.cleaning import clean_train
+from fer_core.data import load_split
+from fer_core.evaluate import evaluate
+from fer_core.models import ModelConfig, create_model
+from tests.conftest import write_folder_dataset
+
+PAGES = Path(__file__).resolve().parents[1] / "pages"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_streamlit_caches() -> None:
+    """st.cache_* live for the whole process; each test starts as a fresh server would."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    torch.manual_seed(3)
+    return save_checkpoint(create_model("tiny"), ModelConfig(arch="tiny"), tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    return write_folder_dataset(tmp_path / "fer", {"train": 6, "test": 5})
+
+
+def run_page(name: str) -> AppTest:
+    at = AppTest.from_file(str(PAGES / name), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def reference(weights: Path, data: Path, split: str = "test"):
+    model, _ = load_checkpoint(weights)
+    torch.manual_seed(0)
+    return evaluate(model, load_split(data, split))
+
+
+def frame_with_column(at: AppTest, column: str):
+    frames = [df.value for df in at.dataframe if column in df.value.columns]
+    assert frames, f"no table with a '{column}' column"
+    return frames[0]
+
+
+# --------------------------------------------------------------------------- metrics page
+
+
+def test_metrics_report_matches_evaluate(tiny_model: Path, tiny_data: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FER_WEIGHTS", str(tiny_model))
+    monkeypatch.setenv("FER_DATA", str(tiny_data))
+    at = run_page("metrics.py")
+    ref = reference(tiny_model, tiny_data)
+    table = frame_with_column(at, "f1-score")
+    rep = ref.report_dict()
+    for row in [*EMOTIONS, "macro avg", "weighted avg"]:
+        for col in ("precision", "recall", "f1-score", "support"):
+            assert table.loc[row, col] == pytest.approx(rep[row][col]), (row, col)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Accuracy"] == f"{ref.accuracy * 100:.2f}%"
+    assert metrics["Macro-F1"] == f"{ref.metrics()['macro_f1']:.4f}"
+    assert "Expected calibration error" in metrics
+
+
+def test_confusion_cell_picker_shows_exactly_that_cells_images(tiny_model: Path, tiny_data: Path,
+                                                               monkeypatch) -> None:
+    monkeypatch.setenv("FER_WEIGHTS", str(tiny_model))
+    monkeypatch.setenv("FER_DATA", str(tiny_data))
+    ref = reference(tiny_model, tiny_data)
+    split = load_split(tiny_data, "test")
+    cm = ref.confusion()
+    at = run_page("metrics.py")
+    for true, pred in [np.unravel_index(int(cm.argmax()), cm.shape), (1, 5)]:
+        at.selectbox(key="cm_true").set_value(EMOTIONS[true])
+        at.selectbox(key="cm_pred").set_value(EMOTIONS[pred])
+        at.run()
+        assert not at.exception
+        expected = {split.sources[i] for i in np.flatnonzero((ref.labels == true) & (ref.preds == pred))}
+        heading = [md.value for md in at.markdown if "→ predicted" in md.value]
+        assert heading and f"{len(expected):,} images" in heading[0]
+        if expected:
+            assert set(frame_with_column(at, "source")["source"]) == expected
+            assert all(s.startswith(f"test/{EMOTIONS[true]}/") for s in expected)
+        else:
+            assert any("No image" in i.value for i in at.info)
+
+
+def test_metrics_uses_the_disk_cache_the_second_time(tiny_model: Path, tiny_data: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FER_WEIGHTS", str(tiny_model))
+    monkeypatch.setenv("FER_DATA", str(tiny_data))
+    run_page("metrics.py")
+    from fer_core.paths import cache_dir
+
+    assert len(list((cache_dir() / "evals").glob("*.npz"))) == 1
+
+
+def test_metrics_without_data_shows_stored_card_metrics(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    weights = save_checkpoint(create_model("tiny"), ModelConfig(arch="tiny"), run / "model.safetensors")
+    cm = np.arange(49).reshape(7, 7).tolist()
+    metrics = {"accuracy": 0.6123, "macro_f1": 0.5432, "n": 1176, "confusion_matrix": cm,
+               "per_class": {c: {"precision": 0.5, "recall": 0.25, "f1": 0.333, "support": 168} for c in EMOTIONS}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "config.json").write_text(json.dumps({"train": {"lr": 0.1}, "model": {"arch": "tiny"}}))
+    monkeypatch.setenv("FER_WEIGHTS", str(weights))
+    monkeypatch.setenv("FER_DATA", str(tmp_path / "nowhere"))
+    at = run_page("metrics.py")
+    assert any("FER_DATA" in i.value for i in at.info)
+    values = {m.label: m.value for m in at.metric}
+    assert values["Accuracy"] == "61.23%" and values["Macro-F1"] == "0.5432"
+    assert frame_with_column(at, "f1-score").loc["fear", "support"] == 168
+
+
+def test_metrics_bad_weights_is_a_clear_error(tmp_path: Path, tiny_data: Path, monkeypatch) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    monkeypatch.setenv("FER_WEIGHTS", str(bad))
+    monkeypatch.setenv("FER_DATA", str(tiny_data))
+    at = run_page("metrics.py")
+    assert any("Could not use this model" in e.value for e in at.error)
+
+
+def test_metrics_lists_finished_runs_with_curves(tiny_model: Path, tiny_data: Path, monkeypatch) -> None:
+    from fer_core.paths import runs_dir
+
+    run = runs_dir() / "20260101-tiny"
+    run.mkdir(parents=True)
+    save_checkpoint(create_model("tiny"), ModelConfig(arch="tiny"), run / "model.safetensors")
+    (run / "metrics.json").write_text("{}")
+    (run / "config.json").write_text(json.dumps({"train": {"lr": 0.05}, "model": {"arch": "tiny"}}))
+    (run / "history.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n"
+                                     "1,1.9,0.2,1.8,0.25,0.05,1.0\n2,1.7,0.3,1.6,0.35,0.02,1.0\n")
+    (runs_dir() / "unfinished").mkdir()
+    (runs_dir() / "unfinished" / "model.safetensors").write_bytes(b"")
+    monkeypatch.setenv("FER_WEIGHTS", str(tiny_model))
+    monkeypatch.setenv("FER_DATA", str(tiny_data))
+    at = run_page("metrics.py")
+    options = at.selectbox(key="model").options
+    assert "run: 20260101-tiny" in options and not any("unfinished" in o for o in options)
+    at.selectbox(key="model").set_value("run: 20260101-tiny").run()
+    assert not at.exception
+    assert at.json and json.loads(at.json[0].value)["train"]["lr"] == 0.05
+
+
+# --------------------------------------------------------------------------- dataset page
+
+
+def test_dataset_page_distribution_and_cleaning(tmp_path: Path, monkeypatch) -> None:
+    root = write_folder_dataset(tmp_path / "fer", {"train": 5, "test": 3})
+    # a blank image, a duplicate and a train/test leak, so every cleaning reason has an example
+    import cv2
+
+    cv2.imwrite(str(root / "train" / "sad" / "blank.png"), np.full((48, 48), 128, np.uint8))
+    dup = cv2.imread(str(root / "train" / "happy" / "train_3_0.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(root / "train" / "happy" / "zz_dup.png"), dup)
+    leak = cv2.imread(str(root / "test" / "fear" / "test_2_0.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(root / "train" / "fear" / "zz_leak.png"), leak)
+    monkeypatch.setenv("FER_DATA", str(root))
+    at = run_page("dataset.py")
+    counts = frame_with_column(at, "train")
+    train, test = load_split(root, "train"), load_split(root, "test")
+    assert counts["train"].tolist() == train.class_counts()
+    assert counts["test"].tolist() == test.class_counts()
+    _, report = clean_train(train, [test])
+    table = frame_with_column(at, "blank")
+    assert table.loc["total", "blank"] == report.total("blank") == 1
+    assert table.loc["total", "duplicate"] == report.total("duplicate") == 1
+    assert table.loc["total", "leak"] == report.total("leak") == 1
+    text = " ".join(c.value for c in at.caption)
+    assert "train/sad/blank.png" in text and "train/happy/zz_dup.png" in text and "train/fear/zz_leak.png" in text
+
+
+def test_dataset_page_missing_data_explains(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FER_DATA", str(tmp_path / "nowhere"))
+    at = run_page("dataset.py")
+    assert any("FER_DATA" in i.value for i in at.info)
