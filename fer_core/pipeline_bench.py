@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fer_core import IMAGE_SIZE
-from fer_core.detect import Box
+from fer_core.detect import Box, DetectorSettings
 
 FRAME_SHAPE = (480, 640)
 FACE_SIDE = 150
@@ -56,9 +56,10 @@ def compose_frame(faces: list[np.ndarray], shape: tuple[int, int] = FRAME_SHAPE,
     return frame, boxes
 
 
-def detectable_faces(test_dir: Path, n: int, side: int = FACE_SIDE, limit: int = 400) -> list[np.ndarray]:
+def detectable_faces(test_dir: Path, n: int, side: int = FACE_SIDE, limit: int = 400,
+                     settings: DetectorSettings | None = None) -> list[np.ndarray]:
     """The first ``n`` test faces (in file order) that the Haar cascade finds when pasted alone."""
-    from fer_core.detect import DetectorSettings, HaarDetector
+    from fer_core.detect import HaarDetector
 
     det = HaarDetector()
     out: list[np.ndarray] = []
@@ -67,7 +68,7 @@ def detectable_faces(test_dir: Path, n: int, side: int = FACE_SIDE, limit: int =
         if face is None or face.std() < 10:
             continue
         frame, _ = compose_frame([face], side=side)
-        if len(det.detect(frame, DetectorSettings())) == 1:
+        if len(det.detect(frame, settings or DetectorSettings())) == 1:
             out.append(face)
             if len(out) == n:
                 break
@@ -89,13 +90,13 @@ def _time_ms(fn: Callable[[], object], min_seconds: float = 2.0) -> list[float]:
 def run(weights: Path | None = None, seconds: float = 2.0) -> list[dict]:
     from fer_core.active import active_weights
     from fer_core.recognizer import Recognizer
-    from fer_core.webcam import WebcamProcessor
+    from fer_core.webcam import WEBCAM_SETTINGS, WebcamProcessor
 
     test_dir = fer_test_dir()
     if test_dir is None:
         raise FileNotFoundError("FER-2013 test/ not found (set FER_TEST_DATA): the benchmark frames are real faces")
     rec = Recognizer.load(weights if weights is not None else active_weights())
-    faces = detectable_faces(test_dir, 3)
+    faces = detectable_faces(test_dir, 3, settings=WEBCAM_SETTINGS)
     if len(faces) < 3:
         raise RuntimeError("fewer than 3 detectable faces in the test data")
     rows = []

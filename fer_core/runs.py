@@ -278,17 +278,26 @@ def _check_space(folder: Path) -> None:
                             f"a run needs at least {MIN_FREE_BYTES // 2**20} MB")
 
 
+def check_config(cfg: TrainConfig, settings: AppSettings | None = None) -> list[str]:
+    """Every reason not to start ``cfg`` (deployment caps, bad hyper-parameters, bad data path)."""
+    settings = settings or load_settings()
+    problems = settings.check(cfg.epochs, cfg.subset)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        problems.extend(str(exc).split("; "))
+    return problems
+
+
 def start_run(cfg: TrainConfig, settings: AppSettings | None = None) -> Path:
     """Validate, take the lock, create the run folder and start the worker; returns the folder.
 
     Raises ``ValueError`` for bad settings or data, ``RunBusy`` while another run is alive,
     ``TrainingError`` for an unwritable folder or a full disk. Nothing is left behind on refusal.
     """
-    settings = settings or load_settings()
-    problems = settings.check(cfg.epochs, cfg.subset)
+    problems = check_config(cfg, settings)
     if problems:
         raise ValueError("; ".join(problems))
-    cfg.validate()
     with _start_mutex:
         _acquire({"pid": os.getpid(), "run": None, "state": "starting", "since": _now()})
         try:
@@ -354,10 +363,12 @@ def _now() -> str:
 
 def count_train_images(cfg: TrainConfig) -> int:
     """Training images per epoch for this config (before cleaning, which drops ~5% of FER-2013)."""
-    counts = _split_counts(str(cfg.data)).get("train", ())
+    sizes = _split_counts(str(cfg.data))
+    keep = 1.0 if "val" in sizes else 1 - cfg.val_fraction  # validation is carved out of train only without one
+    counts = sizes.get("train", ())
     if cfg.subset:
-        return sum(min(cfg.subset, round(n * (1 - cfg.val_fraction))) for n in counts)
-    return round(sum(counts) * (1 - cfg.val_fraction))
+        return sum(min(cfg.subset, round(n * keep)) for n in counts)
+    return round(sum(counts) * keep)
 
 
 @lru_cache(maxsize=8)

@@ -1,0 +1,144 @@
+"""Turn a finished training run into a shipped model: weights in ``weights/`` plus a model
+card measured on the spot (test metrics with and without flip TTA, latency on this machine).
+
+    python -m fer_core.ship RUN_DIR --name model --data ../shared/fer2013 [--command "python train.py ..."]
+
+Nothing is copied into ``weights/`` until every measurement succeeded, and each file is
+replaced atomically, so a failed ship leaves the previous model in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from fer_core import EMOTIONS
+from fer_core.atomic import write_json, write_text
+from fer_core.bench import _rate
+from fer_core.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.data import load_split
+from fer_core.device import autocast, resolve_precision
+from fer_core.evaluate import evaluate
+from fer_core.models import count_macs, count_params, describe
+from fer_core.paths import WEIGHTS_DIR
+
+
+def measure_latency(model: torch.nn.Module) -> dict:
+    """Batch-1 latency and batch-256 throughput, in the precision the app uses (auto)."""
+    precision = resolve_precision("auto", torch.device("cpu"))
+    model = model.to(memory_format=torch.channels_last).eval()
+    x = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(torch.device("cpu"), precision):
+        one = _rate(lambda: model(x[:1]), 1)
+        many = _rate(lambda: model(x), 256)
+    return {"precision": precision, "latency_b1_ms": round(1000 / one, 3), "throughput_b256_img_s": round(many),
+            "threads": torch.get_num_threads(), "cpu": _cpu_name()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def card_markdown(card: dict) -> str:
+    t, tt = card["test"], card["test_tta"]
+    lines = [
+        f"## `{card['name']}` — {card['arch']}",
+        "",
+        card["description"],
+        "",
+        f"- Parameters: {card['params']:,}; forward MACs per face: {card['macs'] / 1e6:.1f} M",
+        f"- Trained with: `{card['train_command']}`",
+        f"- Training: {card['epochs']} epochs, {card['train_minutes']:.0f} min on {card['hardware']}; "
+        f"best validation accuracy {card['val_acc'] * 100:.2f}% (validation = stratified slice of train/)",
+        f"- Data: train hash `{card['data']['train_hash']}` ({card['data']['train']} images after cleaning), "
+        f"test hash `{card['data']['test_hash']}`",
+        f"- **Test (FER-2013 PublicTest, n={t['n']})**: accuracy **{t['accuracy'] * 100:.2f}%**, macro-F1 "
+        f"**{t['macro_f1']:.4f}** (no TTA); with flip TTA {tt['accuracy'] * 100:.2f}% / {tt['macro_f1']:.4f}",
+        f"- Evaluate: `{card['eval_command']}`",
+        f"- Latency ({card['latency']['precision']}, {card['latency']['cpu']}): "
+        f"{card['latency']['latency_b1_ms']:.2f} ms per face at batch 1, "
+        f"{card['latency']['throughput_b256_img_s']:,} faces/s at batch 256",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for c in EMOTIONS:
+        pc = t["per_class"][c]
+        lines.append(f"| {c} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
+    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
+              "| | " + " | ".join(EMOTIONS) + " |", "|---|" + "---:|" * len(EMOTIONS)]
+    for c, row in zip(EMOTIONS, t["confusion_matrix"], strict=True):
+        lines.append(f"| **{c}** | " + " | ".join(str(v) for v in row) + " |")
+    worst = min(EMOTIONS, key=lambda c: t["per_class"][c]["recall"])
+    lines += ["", f"Known weaknesses: lowest recall on **{worst}** "
+              f"({t['per_class'][worst]['recall'] * 100:.0f}%); FER-2013 labels are noisy (human accuracy is "
+              "about 65±5%), faces are 48x48 grey crops of mostly frontal, adult faces, so expect lower "
+              "accuracy on profile views, children, strong lighting and occlusions.", ""]
+    return "\n".join(lines)
+
+
+def ship(run: Path, name: str, data: str, command: str, hardware: str) -> dict:
+    model, cfg = load_checkpoint(run)
+    config = json.loads((run / "config.json").read_text())
+    history = (run / "history.csv").read_text().splitlines()[1:]
+    test = load_split(data, "test")
+    t0 = time.perf_counter()
+    plain, tta = evaluate(model, test), evaluate(model, test, tta=True)
+    card = {
+        "name": name, "arch": cfg.arch, "description": describe(cfg.arch),
+        "params": count_params(model), "macs": count_macs(model), "date": date.today().isoformat(),
+        "train_command": command, "config": config["train"], "data": config["data"],
+        "epochs": len(history), "train_minutes": sum(float(r.split(",")[-1]) for r in history) / 60,
+        "hardware": hardware, "val_acc": max(float(r.split(",")[4]) for r in history),
+        "eval_command": f"python -m fer_core.evaluate --data {data} --split test --weights weights/{name}.safetensors",
+        "test": {"split": "test", **plain.metrics()}, "test_tta": {"split": "test", **tta.metrics()},
+        "latency": measure_latency(model),
+        "eval_seconds": round(time.perf_counter() - t0, 1),
+    }
+    save_checkpoint(model, cfg, WEIGHTS_DIR / f"{name}.safetensors")
+    write_json(WEIGHTS_DIR / f"{name}.json", card)
+    return card
+
+
+def write_model_card_md() -> Path:
+    """MODEL_CARD.md covers every shipped model, from their JSON cards."""
+    cards = [json.loads(p.read_text()) for p in sorted(WEIGHTS_DIR.glob("*.json"))
+             if not p.name.endswith("_config.json")]
+    cards.sort(key=lambda c: c["name"] != "model")
+    body = "\n".join(card_markdown(c) for c in cards)
+    text = ("# Model card\n\nShipped models of fer, measured by `python -m fer_core.ship` (see README). "
+            "Every figure below is re-measurable with the commands given.\n\n" + body)
+    return write_text(WEIGHTS_DIR / "MODEL_CARD.md", text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fer_core.ship", description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--name", default="model")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--command", required=True, help="the exact training command, for the card")
+    ap.add_argument("--hardware", default=_cpu_name())
+    args = ap.parse_args(argv)
+    card = ship(args.run, args.name, args.data, args.command, args.hardware)
+    write_model_card_md()
+    print(json.dumps({k: card[k] for k in ("name", "arch", "params", "latency")}, indent=2))
+    print(f"test accuracy {card['test']['accuracy']:.4f} (tta {card['test_tta']['accuracy']:.4f}), "
+          f"macro-F1 {card['test']['macro_f1']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
