@@ -13,8 +13,10 @@ letting two passes fight over the same cores and makes sharing safe by construct
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,6 +28,11 @@ from torch import nn
 from fer_core import EMOTIONS, IMAGE_SIZE
 from fer_core.detect import Box, Detector, DetectorSettings, HaarDetector, crop_faces, to_gray
 from fer_core.device import autocast, resolve_precision
+
+SMALL_BATCH = 16
+"""Up to this many crops run on one thread. A frame's few faces are too little work to split:
+measured on 2 busy cores, a second intra-op thread made batch-1 inference 1 ms -> 400 ms
+when the cores were contended (OpenMP workers spin-waiting on each other)."""
 
 TIGHT_CROP_MAX_SIDE = 2 * IMAGE_SIZE
 """An image no bigger than this on its long side is taken to be a face crop (FER-2013 style)."""
@@ -96,6 +103,20 @@ def _load_shared(path: Path, precision: str) -> _Loaded:
                 del _MODELS[k]  # an older version of the same file
             _MODELS[key] = _Loaded(model, tuple(cfg.classes), resolve_precision(precision, torch.device("cpu")))
         return _MODELS[key]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count is per calling thread and costs nanoseconds to change."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def as_array(image: np.ndarray | Image.Image | str | os.PathLike, order: str = "bgr") -> tuple[np.ndarray, str]:
@@ -172,7 +193,8 @@ class Recognizer:
             x = torch.cat([x, x.flip(3)])
         x = x.contiguous(memory_format=torch.channels_last)
         shared = self._shared
-        with shared.lock, autocast(torch.device("cpu"), shared.precision):
+        threads = 1 if len(x) <= SMALL_BATCH else None
+        with shared.lock, _torch_threads(threads), autocast(torch.device("cpu"), shared.precision):
             p = shared.model(x).float().softmax(1)
         if use_tta:
             p = (p[:n] + p[n:]) / 2

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 import av
 import numpy as np
-import torch
 
 from fer_core.annotate import draw_faces, draw_overlay
 from fer_core.detect import DetectorSettings, to_gray
@@ -25,8 +24,6 @@ from fer_core.tracking import IoUTracker
 
 WEBCAM_SETTINGS = DetectorSettings(scale_factor=1.2, min_neighbors=5, min_size=64, max_side=320)
 """Live-video defaults: a 2x-downscaled frame and a coarser pyramid keep detection near 5 ms."""
-
-_THREAD = threading.local()
 
 HISTORY_ROWS = 2000
 """Rows the queue holds before the oldest are dropped (the page drains it several times a second)."""
@@ -71,12 +68,6 @@ class WebcamProcessor:
 
     def process(self, bgr: np.ndarray) -> np.ndarray:
         """(H, W, 3) BGR uint8 -> annotated copy; the pure core of ``__call__``."""
-        if not getattr(_THREAD, "single", False):
-            # torch's thread count is per calling thread. At batch 1-3 a second intra-op thread
-            # costs more in hand-offs than it saves, and the server's other work needs the cores
-            # (measured under load on 2 cores: 17 ms/frame with 1 thread vs 51 ms with 2).
-            torch.set_num_threads(1)
-            _THREAD.single = True
         start = time.perf_counter()
         with self._lock:
             if self._t0 is None:

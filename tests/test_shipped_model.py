@@ -1,0 +1,35 @@
+"""The shipped models still score what their model cards claim (no silently worse model,
+no broken preprocessing). Needs the real FER-2013 test split; skipped without it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fer_core.active import shipped_models
+from fer_core.checkpoint import load_checkpoint
+from fer_core.data import load_split
+from fer_core.evaluate import evaluate
+from fer_core.paths import WEIGHTS_DIR
+
+pytestmark = pytest.mark.data
+
+
+def test_the_default_model_is_shipped_with_its_card() -> None:
+    assert (WEIGHTS_DIR / "model.safetensors").is_file()
+    card = json.loads((WEIGHTS_DIR / "model.json").read_text())
+    assert card["test"]["n"] == 3589 and card["params"] > 0 and card["latency"]["latency_b1_ms"] > 0
+    assert (WEIGHTS_DIR / "model.safetensors").stat().st_size < 20 * 1024 * 1024
+
+
+@pytest.mark.parametrize("name", sorted(shipped_models()))
+def test_shipped_model_scores_its_card_on_test(name: str, real_data: Path) -> None:
+    weights = shipped_models()[name]
+    card = json.loads(weights.with_suffix(".json").read_text())
+    model, _ = load_checkpoint(weights)
+    result = evaluate(model, load_split(real_data, "test", use_cache=False))
+    assert result.n == card["test"]["n"]
+    assert result.accuracy >= card["test"]["accuracy"] - 0.005
+    assert result.metrics()["macro_f1"] >= card["test"]["macro_f1"] - 0.005
