@@ -3,6 +3,8 @@ is a thin file in ``pages/`` over ``fer_core``."""
 
 import streamlit as st
 
+from fer_core.app_settings import training_allowed
+
 st.set_page_config(page_title="fer — facial emotion recognition", page_icon="🙂", layout="wide")
 
 pages = {
@@ -16,8 +18,9 @@ pages = {
         st.Page("pages/metrics.py", title="Metrics", icon="📊"),
         st.Page("pages/dataset.py", title="Dataset", icon="🗂️"),
     ],
-    "Experiment": [
-        st.Page("pages/training.py", title="Training", icon="🏋️"),
+    "Experiment": [  # FER_ALLOW_TRAINING=0 hides the launcher (registered still, so links to it never break)
+        st.Page("pages/training.py", title="Training", icon="🏋️",
+                visibility="visible" if training_allowed() else "hidden"),
         st.Page("pages/study.py", title="Optimizer study", icon="🧪"),
     ],
 }

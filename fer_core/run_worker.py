@@ -10,19 +10,26 @@ with status ``cancelled`` and its best checkpoint kept. Whatever happens, it lea
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import signal
-import sys
 import threading
-import traceback
-from datetime import UTC, datetime
-from pathlib import Path
 
-from fer_core.atomic import write_json
-from fer_core.runs import release_lock
-from fer_core.training import TrainConfig, TrainingError, train
+# Installed before the heavy imports (torch takes seconds): a Cancel that arrives while the
+# worker is still starting must end the run as "cancelled", not kill it as "interrupted".
+STOP = threading.Event()
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+
+import errno  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from fer_core.atomic import write_json  # noqa: E402
+from fer_core.runs import release_lock  # noqa: E402
+from fer_core.training import TrainConfig, TrainingError, train  # noqa: E402
 
 
 def load_config(arg: str) -> TrainConfig:
@@ -33,8 +40,8 @@ def load_config(arg: str) -> TrainConfig:
     return TrainConfig.from_dict(data)
 
 
-def _mark_failed(out: str | None, message: str) -> None:
-    """For failures before ``train`` owns the folder (bad config): the app must still see why."""
+def _mark_ended(out: str | None, message: str, status: str = "failed") -> None:
+    """For ends before ``train`` owns the folder (bad config, early cancel): the app must still see why."""
     if not out:
         return
     progress = Path(out) / "progress.json"
@@ -45,7 +52,7 @@ def _mark_failed(out: str | None, message: str) -> None:
     if current.get("status") in ("failed", "cancelled", "finished"):
         return
     try:
-        write_json(progress, {**current, "status": "failed", "error": message, "pid": os.getpid(),
+        write_json(progress, {**current, "status": status, "error": message, "pid": os.getpid(),
                               "updated": datetime.now(UTC).isoformat(timespec="seconds")})
     except OSError:
         pass  # a full or read-only disk: the log and the exit code still say it
@@ -56,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m fer_core.run_worker CONFIG_JSON", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def log(message: str) -> None:
         print(message, flush=True)
@@ -65,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg: TrainConfig | None = None
     try:
         cfg = load_config(argv[0])
-        out = train(cfg, log=log, should_stop=stop.is_set, show_bar=False)
+        if STOP.is_set():
+            log("cancelled before training started")
+            _mark_ended(cfg.out, "cancelled before training started", status="cancelled")
+            return 0
+        out = train(cfg, log=log, should_stop=STOP.is_set, show_bar=False)
         log(f"run folder: {out}")
         return 0
     except (ValueError, TrainingError, OSError) as exc:
@@ -73,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             message = f"the disk is full; the run stopped (the last saved checkpoint is intact): {exc}"
         log(f"error: {message}")
-        _mark_failed(cfg.out if cfg else None, message)
+        _mark_ended(cfg.out if cfg else None, message)
         return 1
     except Exception as exc:
         traceback.print_exc()
-        _mark_failed(cfg.out if cfg else None, f"{type(exc).__name__}: {exc}")
+        _mark_ended(cfg.out if cfg else None, f"{type(exc).__name__}: {exc}")
         return 1
     finally:
         release_lock(os.getpid())

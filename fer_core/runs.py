@@ -143,8 +143,11 @@ def current_lock() -> dict | None:
 
 def _acquire(info: dict) -> None:
     for _ in range(2):
-        if _create_lock(info):
-            return
+        try:
+            if _create_lock(info):
+                return
+        except OSError as exc:
+            raise TrainingError(f"cannot write the runs folder {lock_path().parent}: {exc.strerror or exc}") from None
         held = current_lock()
         if held is not None:
             raise RunBusy(f"a run is already in progress ({Path(str(held.get('run', '?'))).name}, "
@@ -216,12 +219,17 @@ def _timestamp(iso: object, fallback: float) -> float:
         return fallback
 
 
-def resolve_status(progress: dict, has_launch: bool = False) -> str:
-    """The status to show: an active status whose process is gone is ``interrupted``."""
+def resolve_status(progress: dict, run: Path | None = None) -> str:
+    """The status to show: an active status whose process is gone is ``interrupted``.
+
+    A launched run has no progress file for its first seconds: it is ``starting`` while the
+    live lock names it, else its worker died before writing anything.
+    """
     status = progress.get("status")
     if status is None:
         held = read_lock() or {}
-        return "starting" if has_launch and pid_alive(held.get("pid")) else "interrupted"
+        mine = run is not None and bool(held.get("run")) and Path(str(held["run"])).resolve() == run.resolve()
+        return "starting" if mine and pid_alive(held.get("pid")) else "interrupted"
     if status in ACTIVE_STATES and not pid_alive(progress.get("pid")):
         return "interrupted"
     return str(status)
@@ -234,7 +242,7 @@ def load_run(path: Path) -> Run:
         mtime = path.stat().st_mtime
     except OSError:
         mtime = 0.0
-    return Run(path=path, status=resolve_status(progress, (path / LAUNCH_NAME).is_file()), progress=progress,
+    return Run(path=path, status=resolve_status(progress, path), progress=progress,
                config=config, metrics=_read_json(path / "metrics.json"),
                started=_timestamp(progress.get("started"), mtime))
 
@@ -310,10 +318,17 @@ def start_run(cfg: TrainConfig, settings: AppSettings | None = None) -> Path:
             except OSError as exc:
                 raise TrainingError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
             with log:
-                proc = subprocess.Popen([sys.executable, "-m", "fer_core.run_worker", str(out / LAUNCH_NAME)],
-                                        cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-            write_json(lock_path(), {"pid": proc.pid, "run": str(out), "state": "running", "since": _now()})
+                try:
+                    proc = subprocess.Popen([sys.executable, "-m", "fer_core.run_worker", str(out / LAUNCH_NAME)],
+                                            cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+                except OSError as exc:
+                    raise TrainingError(f"cannot start the training process: {exc}") from None
+            try:
+                write_json(lock_path(), {"pid": proc.pid, "run": str(out), "state": "running", "since": _now()})
+            except OSError as exc:
+                proc.terminate()  # never leave a run going that the lock does not name
+                raise TrainingError(f"cannot write the launcher lock {lock_path()}: {exc.strerror or exc}") from None
         except BaseException:
             release_lock(os.getpid())
             raise
@@ -405,8 +420,8 @@ def measured_rate(arch: str, runs: list[Run] | None = None) -> float | None:
 
 
 @lru_cache(maxsize=16)
-def benchmark_rate(arch: str, batch: int = 64, steps: int = 3) -> float:
-    """Training images/s of ``arch`` measured now on random data (a few steps, ~1-3 s)."""
+def benchmark_rate(arch: str, batch: int = 32, steps: int = 3) -> float:
+    """Training images/s of ``arch`` measured now on random data (a few small steps, well under a second)."""
     import torch
 
     from fer_core.device import autocast, resolve_device, resolve_precision

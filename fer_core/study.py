@@ -273,7 +273,10 @@ def heatmap_figure(cells: list[Cell]):
     lrs = sorted({c.lr for c in cells}, reverse=True)
     by_key = {(c.optimizer, c.lr): c for c in cells}
     fig = make_subplots(rows=1, cols=2, subplot_titles=("validation accuracy (best epoch)", "test accuracy"),
-                        horizontal_spacing=0.12)
+                        horizontal_spacing=0.04, shared_yaxes=True)
+    values = [getattr(c, a) * 100 for c in cells for a in ("best_val_acc", "test_acc")
+              if c.status == "finished" and isinstance(getattr(c, a), int | float)]
+    zmin, zmax = (math.floor(min(values)), math.ceil(max(values))) if values else (0, 100)  # contrast where it is
     for col, attr in enumerate(("best_val_acc", "test_acc"), start=1):
         z, text = [], []
         for o in optimizers:
@@ -286,7 +289,7 @@ def heatmap_figure(cells: list[Cell]):
             z.append(row_z)
             text.append(row_t)
         fig.add_trace(go.Heatmap(z=z, x=[f"{lr:g}" for lr in lrs], y=optimizers, text=text, texttemplate="%{text}",
-                                 colorscale="Viridis", zmin=0, zmax=100, showscale=col == 2,
+                                 colorscale="Viridis", zmin=zmin, zmax=max(zmax, zmin + 1), showscale=col == 2,
                                  colorbar={"title": "%"}, hovertemplate="%{y} lr %{x}: %{z:.1f}%<extra></extra>"),
                       row=1, col=col)
         fig.update_xaxes(title_text="learning rate", type="category", row=1, col=col)

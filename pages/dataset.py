@@ -114,7 +114,7 @@ def show_cleaning(splits: dict[str, Split], report: CleaningReport) -> None:
 st.title("Dataset")
 st.caption("FER-2013: 48×48 grey faces in seven emotions — how many of each, what they look like, "
            "and what cleaning removes before training.")
-data_path = st.text_input("Dataset (folder or fer2013.csv)", str(default_data_path()), key="data_path").strip()
+data_path = st.text_input("Dataset (folder or fer2013.csv)", str(default_data_path()), key="dataset_data_path").strip()
 
 try:
     splits = load_all(data_path, _stamp(data_path)) if data_path else {}

@@ -259,7 +259,9 @@ def show_training(weights: Path, card: dict | None) -> None:
         elif df is not None:
             st.warning(f"{history} lacks the columns {', '.join(sorted(needed))}.")
         try:
-            st.json(json.loads((run / "config.json").read_text()), expanded=False)
+            config = json.loads((run / "config.json").read_text())
+            st.caption(f"Run folder `{run}` — its config (click to expand):")
+            st.json(config, expanded=False)
         except (OSError, ValueError):
             st.caption("This run has no readable config.json.")
     elif card and card.get("config"):
@@ -300,10 +302,10 @@ st.caption("Accuracy, the per-class report, the confusion matrix and calibration
            "— the same numbers `python -m fer_core.evaluate` prints.")
 
 choices = model_choices()
-c1, c2, c3, c4 = st.columns([3, 3, 1, 1])
+c1, c2, c3, c4 = st.columns([3, 3, 1, 1.2], vertical_alignment="bottom")
 label = c1.selectbox("Model", list(choices), key="model")
 weights = choices[label]
-data_path = c2.text_input("Dataset (folder or fer2013.csv)", str(default_data_path()), key="data_path").strip()
+data_path = c2.text_input("Dataset (folder or fer2013.csv)", str(default_data_path()), key="metrics_data_path").strip()
 card = load_card(weights)
 
 splits: list[str] = []
@@ -314,7 +316,8 @@ except (DatasetError, OSError) as exc:
     data_error = str(exc)
 split_name = c3.selectbox("Split", splits or ["test"], index=(splits.index("test") if "test" in splits else 0),
                           key="split", disabled=not splits)
-tta = c4.toggle("Flip TTA", key="tta", help="Average each face's prediction with its mirror image.")
+tta = c4.toggle("TTA", key="tta", help="Test-time augmentation: average each face's prediction with its mirror "
+                "image (`--tta` of the CLI).")
 
 if not splits:
     st.info((f"No dataset at `{data_path}`: {data_error}. " if data_error else "") + DATA_HELP)
@@ -329,7 +332,8 @@ except (DatasetError, OSError) as exc:
     show_stored(card, weights)
     st.stop()
 except CheckpointError as exc:
-    st.error(f"Could not use this model: {exc}")
+    st.error(f"Could not use this model: {exc}. Pick another model above, or train one on the Training page "
+             "(`python train.py`).")
     st.stop()
 
 m = ev.metrics()

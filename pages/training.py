@@ -36,7 +36,8 @@ from fer_core.runs import (
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
 
 REFRESH_S = 1.5
-LR_PRESETS = ["0.1", "0.01", "0.001", "0.0001"]
+LR_PRESETS = ["0.1", "0.01", "0.001", "0.0001"]  # the paper's grid
+CUSTOM = "custom…"
 BATCH_SIZES = [32, 64, 128, 256]
 STATUS_ICONS = {"finished": "✅", "running": "🏃", "preparing": "⏳", "starting": "⏳", "cancelled": "⏹️",
                 "failed": "❌", "interrupted": "💥"}
@@ -105,7 +106,7 @@ def live_panel(path: str, cancellable: bool) -> None:
     c[0].metric("Train loss", f"{p['train_loss']:.3f}" if isinstance(p.get("train_loss"), float) else "—")
     c[1].metric("Train accuracy", pct(p.get("train_acc")))
     c[2].metric("Best val accuracy", pct(p.get("best_val_acc")))
-    c[3].metric("Throughput", f"{p['images_per_s']:.0f} img/s" if isinstance(p.get("images_per_s"), float) else "—")
+    c[3].metric("Images / s", f"{p['images_per_s']:.0f}" if isinstance(p.get("images_per_s"), float) else "—")
     c[4].metric("ETA", fmt_seconds(p.get("eta_s")))
     samples = st.session_state.setdefault(f"samples:{path}", [])
     if isinstance(p.get("steps"), int) and isinstance(p.get("train_loss"), float):
@@ -127,12 +128,18 @@ def live_section(runs: list[Run]) -> None:
     lock = current_lock()
     locked_run = Path(lock["run"]).resolve() if lock and lock.get("run") else None
     if not active:
+        watched = st.session_state.get("watched")
+        if watched and Path(watched).is_dir():  # the run this session watched has ended: say how
+            run = load_run(Path(watched))
+            st.info(f"{STATUS_ICONS.get(run.status, '')} **{run.name}** ended: {run.status}"
+                    + (f" — {run.error}" if run.error else ""))
         return
     st.subheader("Run in progress")
     names = [r.name for r in active]
     default = next((i for i, r in enumerate(active) if r.path.resolve() == locked_run), 0)
     chosen = active[st.selectbox("Watch", range(len(names)), index=default, format_func=lambda i: names[i],
                                  key="watch")] if len(active) > 1 else active[0]
+    st.session_state["watched"] = str(chosen.path)
     launched_here = chosen.path.resolve() == locked_run
     if not launched_here:
         st.caption("Started outside the app (e.g. `python train.py`): watch only; stop it where it was started.")
@@ -151,7 +158,9 @@ def launcher(settings: AppSettings, runs: list[Run]) -> None:
     arch = c1.selectbox("Architecture", archs, index=archs.index("fernet_s") if "fernet_s" in archs else 0,
                         key="arch", help="; ".join(f"{a}: {describe(a)}" for a in archs))
     optimizer = c2.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index("amsgrad"), key="optimizer")
-    lr_text = c3.selectbox("Learning rate (pick or type)", LR_PRESETS, index=1, accept_new_options=True, key="lr")
+    lr_text = c3.selectbox("Learning rate", [*LR_PRESETS, CUSTOM], index=1, key="lr")
+    if lr_text == CUSTOM:
+        lr_text = c3.text_input("Custom learning rate", value="0.005", key="lr-custom")
     c4, c5, c6, c7 = st.columns(4)
     epochs = c4.number_input("Epochs", min_value=1, max_value=settings.max_epochs, value=1, step=1, key="epochs")
     batch = c5.selectbox("Batch size", BATCH_SIZES, index=BATCH_SIZES.index(128), key="batch")
@@ -193,7 +202,7 @@ def launcher(settings: AppSettings, runs: list[Run]) -> None:
         except (ValueError, RunError, TrainingError) as exc:
             st.error(f"Not started: {exc}")
         else:
-            st.session_state["started"] = str(out)
+            st.session_state["watched"] = str(out)
             st.rerun()
 
 

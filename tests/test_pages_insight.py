@@ -192,3 +192,45 @@ def test_dataset_page_missing_data_explains(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setenv("FER_DATA", str(tmp_path / "nowhere"))
     at = run_page("dataset.py")
     assert any("FER_DATA" in i.value for i in at.info)
+
+
+def test_dataset_page_reads_fer2013_csv(csv_data: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FER_DATA", str(csv_data))
+    at = run_page("dataset.py")
+    counts = frame_with_column(at, "val")
+    assert counts["train"].tolist() == [12] * 7 and counts["val"].tolist() == [4] * 7
+    assert counts["test"].tolist() == [4] * 7
+    assert frame_with_column(at, "blank").loc["total"].sum() == 0
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_metrics_on_real_data_matches_the_cli(real_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """The visitor's view of the shipped model equals ``python -m fer_core.evaluate --json``."""
+    import os
+
+    from fer_core.active import DEFAULT_WEIGHTS
+    from fer_core.evaluate import main
+
+    weights = Path(os.environ.get("FER_TEST_WEIGHTS") or DEFAULT_WEIGHTS)
+    if not weights.is_file():
+        pytest.skip(f"no model at {weights}")
+    out = tmp_path / "cli.json"
+    assert main(["--data", str(real_data), "--split", "test", "--weights", str(weights), "--json", str(out)]) == 0
+    cli = json.loads(out.read_text())
+    monkeypatch.setenv("FER_WEIGHTS", str(weights))
+    monkeypatch.setenv("FER_DATA", str(real_data))
+    at = run_page("metrics.py")
+    table = frame_with_column(at, "f1-score")
+    for c in EMOTIONS:
+        assert table.loc[c, "f1-score"] == pytest.approx(cli["per_class"][c]["f1"])
+        assert table.loc[c, "support"] == cli["per_class"][c]["support"]
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{cli['accuracy'] * 100:.2f}%"
+    # fear -> sad, the confusion the issue asks about: exactly those faces
+    at.selectbox(key="cm_true").set_value("fear")
+    at.selectbox(key="cm_pred").set_value("sad")
+    at.run()
+    n = cli["confusion_matrix"][EMOTIONS.index("fear")][EMOTIONS.index("sad")]
+    assert any(f"{n:,} images" in md.value for md in at.markdown if "→ predicted" in md.value)
+    if n:
+        assert len(frame_with_column(at, "source")) == n

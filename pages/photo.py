@@ -1,0 +1,100 @@
+"""Photo: upload pictures, see every face boxed and labelled, with probabilities and downloads."""
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from fer_core.annotate import EMOTION_COLORS, draw_faces
+from fer_core.checkpoint import CheckpointError
+from fer_core.detect import DetectorSettings
+from fer_core.imageio import IMAGE_TYPES, MAX_PIXELS, ImageError, decode_image, encode_png
+from fer_core.recognizer import Recognizer
+
+st.title("Photo")
+st.markdown("Upload one or more photos: every face found is boxed and labelled with its most likely emotion, "
+            "and the network's seven probabilities are shown per face. Images stay in memory and are never stored.")
+
+defaults = DetectorSettings()
+with st.expander("Detector settings"):
+    c1, c2, c3 = st.columns(3)
+    scale_factor = c1.slider("Pyramid step (scale factor)", 1.05, 1.5, defaults.scale_factor, 0.05,
+                             help="Smaller finds more faces but is slower.")
+    min_neighbors = c2.slider("Min neighbours", 1, 12, defaults.min_neighbors,
+                              help="How many overlapping detections a face needs: higher = fewer false faces.")
+    min_size = c3.slider("Smallest face (px)", 20, 400, defaults.min_size, 4)
+    c4, c5, c6 = st.columns(3)
+    max_side = c4.select_slider("Detect on a copy at most this wide (px)", [320, 480, 640, 960, 1280, 1920, 0],
+                                value=defaults.max_side, format_func=lambda v: "full size" if v == 0 else str(v),
+                                help="Downscaling speeds detection up; small faces in big photos need more pixels.")
+    margin = c5.slider("Margin around each face", 0.0, 0.5, defaults.margin, 0.01,
+                       help="Context added around the detected box before cropping to 48x48.")
+    tta = c6.checkbox("Mirror TTA", value=False, help="Also classify the mirrored face and average both.")
+settings = DetectorSettings(scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_size,
+                            max_side=max_side, margin=margin)
+
+try:
+    rec = Recognizer.load(tta=tta)
+except CheckpointError as exc:
+    st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`), "
+             "or point `FER_WEIGHTS` at a .safetensors file.")
+    st.stop()
+
+files = st.file_uploader(f"Photos ({', '.join(IMAGE_TYPES)}; up to {MAX_PIXELS // 1_000_000} megapixels each)",
+                         type=list(IMAGE_TYPES), accept_multiple_files=True)
+if not files:
+    st.info("Drop a photo above: a group photo works best. Small face crops (like FER-2013's 48×48 images) "
+            "are classified as one face.")
+    st.stop()
+
+all_rows: list[dict] = []
+for index, upload in enumerate(files):
+    with st.container(border=True):
+        st.subheader(upload.name)
+        try:
+            decoded = decode_image(upload)
+        except ImageError as exc:
+            st.error(f"Cannot use **{upload.name}**: {exc}.")
+            continue
+        for note in decoded.notes:
+            st.caption(f"ℹ️ {note}")
+        whole_key = f"whole_{index}_{upload.file_id}"
+        whole = True if st.session_state.get(whole_key) else None
+        faces = rec.predict(decoded.rgb, order="rgb", settings=settings, whole=whole)
+        if not faces:
+            st.warning("No face found in this image. Try a smaller 'Smallest face' or fewer 'Min neighbours' in "
+                       "the detector settings, or classify the whole image as one face.")
+            st.checkbox("Classify the whole image as one face", key=whole_key)
+            st.image(decoded.rgb, width=min(640, decoded.rgb.shape[1]))
+            continue
+        if whole:
+            st.checkbox("Classify the whole image as one face", key=whole_key)
+        annotated = draw_faces(decoded.rgb, faces, order="rgb")
+        left, right = st.columns([3, 2])
+        w, h = decoded.size
+        left.image(annotated, caption=f"{len(faces)} face{'s' if len(faces) != 1 else ''} · {w}×{h}",
+                   width="stretch")
+        long = pd.DataFrame([{"face": f"face {i}", "emotion": c, "probability": p}
+                             for i, f in enumerate(faces, 1) for c, p in f.scores.items()])
+        cols = min(len(faces), 3)
+        fig = px.bar(long, x="probability", y="emotion", color="emotion", facet_col="face", facet_col_wrap=cols,
+                     orientation="h", color_discrete_map=EMOTION_COLORS, range_x=[0, 1],
+                     category_orders={"emotion": list(rec.classes)}, facet_row_spacing=0.08)
+        fig.update_layout(showlegend=False, height=60 + 300 * ((len(faces) + cols - 1) // cols), margin={"t": 40})
+        # An explicit range: plotly's autorange cuts the first categories of faceted horizontal bars.
+        fig.update_yaxes(title=None, range=[-0.5, len(rec.classes) - 0.5])
+        fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+        right.plotly_chart(fig, key=f"bars_{index}")
+        rows = [{"file": upload.name, "face": i, **f.to_dict()} for i, f in enumerate(faces, 1)]
+        all_rows += rows
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        stem = upload.name.rsplit(".", 1)[0]
+        st.download_button("Download the annotated image (PNG)", encode_png(annotated),
+                           file_name=f"{stem}_annotated.png", mime="image/png", key=f"png_{index}",
+                           on_click="ignore")
+
+if all_rows:
+    st.subheader("All results")
+    table = pd.DataFrame(all_rows)
+    st.dataframe(table, hide_index=True)
+    st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(), file_name="emotions.csv",
+                       mime="text/csv", key="csv_all", on_click="ignore")

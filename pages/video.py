@@ -1,0 +1,81 @@
+"""Video: emotions over time, per tracked face, in an uploaded clip."""
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from fer_core.annotate import EMOTION_COLORS
+from fer_core.checkpoint import CheckpointError
+from fer_core.detect import DetectorSettings
+from fer_core.recognizer import Recognizer
+from fer_core.video import MAX_SECONDS, VIDEO_TYPES, VideoError, analyse_video
+
+st.title("Video")
+st.markdown("Upload a short clip: every Nth frame is analysed, faces are followed from frame to frame, and each "
+            "face gets its own emotion-over-time chart. The clip is read from memory and never stored.")
+
+c1, c2, c3 = st.columns(3)
+every = c1.number_input("Analyse every Nth frame", 1, 120, 5, help="1 = every frame (slowest).")
+smoothing = c2.slider("Smoothing", 0.0, 0.95, 0.0, 0.05,
+                      help="Exponential moving average of each face's scores: 0 = raw per-frame scores.")
+min_size = c3.slider("Smallest face (px)", 20, 400, DetectorSettings().min_size, 4)
+
+try:
+    rec = Recognizer.load()
+except CheckpointError as exc:
+    st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`).")
+    st.stop()
+
+upload = st.file_uploader(f"Video ({', '.join(VIDEO_TYPES)}; the first {MAX_SECONDS / 60:.0f} minutes are analysed)",
+                          type=list(VIDEO_TYPES))
+if upload is None:
+    st.info("Drop a video file above.")
+    st.stop()
+
+cache_key = (upload.file_id, int(every), smoothing, min_size, str(rec.weights))
+cached = st.session_state.get("video_result")
+if cached is not None and cached[0] == cache_key:
+    result = cached[1]  # a rerun for another widget: do not analyse the clip again
+else:
+    bar = st.progress(0.0, text="Analysing…")
+    try:
+        result = analyse_video(upload, rec, every=int(every), smoothing=smoothing,
+                               settings=DetectorSettings(min_size=min_size),
+                               progress=lambda f: bar.progress(min(1.0, f), text=f"Analysing… {f * 100:.0f}%"))
+    except VideoError as exc:
+        bar.empty()
+        st.error(f"Cannot use **{upload.name}**: {exc}")
+        st.stop()
+    bar.empty()
+    st.session_state["video_result"] = (cache_key, result)
+
+duration = result.frames_decoded / result.fps if result.fps else 0
+st.caption(f"{result.codec}, {result.width}×{result.height}, {result.fps:.1f} fps, {duration:.1f} s · "
+           f"{result.frames_analysed} of {result.frames_decoded} frames analysed"
+           + (" · stopped at the length limit or at damaged data" if result.truncated else ""))
+if not result.rows:
+    st.warning("No face found in the analysed frames. Try a smaller 'Smallest face' or analysing more frames.")
+    st.stop()
+
+df = pd.DataFrame(result.rows)
+emotions = list(rec.classes)
+tracks = df["track_id"].value_counts()
+st.success(f"{len(tracks)} face track{'s' if len(tracks) != 1 else ''} found.")
+if result.preview is not None:
+    st.image(result.preview, caption=f"The analysed frame with the most faces (t = {result.preview_time:.1f} s)",
+             width="stretch")
+
+for track_id in tracks.index[:12]:  # the longest tracks first; very short ones are usually false faces
+    part = df[df["track_id"] == track_id]
+    long = part.melt(id_vars=["time_s"], value_vars=emotions, var_name="emotion", value_name="probability")
+    fig = px.line(long, x="time_s", y="probability", color="emotion", color_discrete_map=EMOTION_COLORS,
+                  range_y=[0, 1], title=f"Face #{track_id} — {len(part)} frames, mostly "
+                  f"{part['label'].mode().iloc[0]}")
+    fig.update_layout(height=300, margin={"t": 40}, xaxis_title="time (s)")
+    st.plotly_chart(fig, key=f"track_{track_id}")
+if len(tracks) > 12:
+    st.caption(f"{len(tracks) - 12} shorter tracks are in the CSV only.")
+
+st.dataframe(df, hide_index=True)
+st.download_button("Download per-frame results (CSV)", df.to_csv(index=False).encode(),
+                   file_name=f"{upload.name.rsplit('.', 1)[0]}_emotions.csv", mime="text/csv", on_click="ignore")

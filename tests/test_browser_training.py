@@ -1,0 +1,84 @@
+"""Real browser: open Training, start a short run on a tiny data set, watch it, cancel it."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from fer_core import runs
+from tests.browser_support import screenshot, wait_ready
+from tests.conftest import write_folder_dataset
+
+
+@pytest.fixture
+def tiny_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Must come before ``app_url`` in a test's arguments: the app inherits this environment."""
+    data = write_folder_dataset(tmp_path / "fer", {"train": 20, "test": 5})
+    monkeypatch.setenv("FER_DATA", str(data))
+    monkeypatch.delenv("FER_ALLOW_TRAINING", raising=False)
+    return data
+
+
+@pytest.mark.browser
+def test_start_watch_and_cancel_a_run(tiny_env: Path, app_url: str, chromium) -> None:
+    page = chromium.new_page(viewport={"width": 1400, "height": 1100})
+    try:
+        page.goto(app_url)
+        wait_ready(page)
+        page.locator("[data-testid=stSidebarNav] a", has_text="Training").click()
+        page.get_by_role("heading", name="Training").wait_for(timeout=30_000)
+        wait_ready(page)
+        assert page.get_by_label("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv").input_value() == str(
+            tiny_env)
+        arch = page.get_by_role("combobox", name=re.compile("Architecture"))
+        arch.click()
+        arch.fill("tiny")
+        arch.press("Enter")
+        wait_ready(page)
+        epochs = page.get_by_label("Epochs")
+        epochs.fill("30")
+        epochs.press("Enter")
+        wait_ready(page)
+        page.get_by_text("Estimated duration").wait_for(timeout=30_000)
+        assert "tiny-amsgrad" not in page.content()  # nothing started yet
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("Run in progress").wait_for(timeout=30_000)
+        page.get_by_text(re.compile(r"epoch \d+/30 · step")).first.wait_for(timeout=90_000)
+        lock = runs.read_lock()
+        assert lock and runs.pid_alive(lock["pid"])
+        time.sleep(2)  # let a few refreshes of the live curves land
+        screenshot(page, "training-running")
+        page.get_by_role("button", name="Cancel this run").click()
+        page.get_by_text(re.compile(r"ended: cancelled")).first.wait_for(timeout=60_000)
+        wait_ready(page)
+        screenshot(page, "training-cancelled")
+        run = runs.load_run(Path(lock["run"]))
+        assert run.status == "cancelled" and run.config["arch"] == "tiny" and run.config["epochs"] == 30
+        assert not runs.pid_alive(lock["pid"]) and runs.read_lock() is None
+    finally:
+        held = runs.current_lock()  # never leave a worker behind, whatever failed above
+        if held and held.get("run"):
+            runs.cancel_run(wait_s=20)
+        page.close()
+
+
+@pytest.fixture
+def training_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FER_ALLOW_TRAINING", "0")
+
+
+@pytest.mark.browser
+def test_training_page_is_hidden_when_disallowed(training_off: None, app_url: str, chromium) -> None:
+    page = chromium.new_page()
+    page.goto(app_url)
+    wait_ready(page)
+    links = [a.inner_text() for a in page.locator("[data-testid=stSidebarNav] a").all()]
+    assert any("Optimizer study" in t for t in links) and not any("Training" in t for t in links)
+    page.goto(f"{app_url}/training")  # even a direct link only says it is off
+    wait_ready(page)
+    page.get_by_text("Training is disabled on this deployment").wait_for(timeout=30_000)
+    assert page.get_by_role("button", name="Start training").count() == 0
+    page.close()

@@ -1,0 +1,179 @@
+"""AppTest of the Training and Optimizer-study pages on a tiny generated data set."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fer_core import runs
+from fer_core.active import DEFAULT_WEIGHTS, active_weights
+from fer_core.paths import runs_dir
+from fer_core.study import Cell, StudyConfig, write_summary
+from fer_core.training import TrainConfig
+from tests.conftest import write_folder_dataset
+from tests.test_runs import dead_pid, fake_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    data = write_folder_dataset(tmp_path / "fer", {"train": 20, "test": 5})
+    monkeypatch.setenv("FER_DATA", str(data))
+    for var in ("FER_ALLOW_TRAINING", "FER_MAX_EPOCHS", "FER_MAX_SUBSET"):
+        monkeypatch.delenv(var, raising=False)
+    return data
+
+
+def training_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "training.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_launcher_defaults_to_the_configured_data_and_estimates(tiny_data: Path) -> None:
+    at = training_page()
+    assert at.text_input(key="data").value == str(tiny_data)
+    assert at.selectbox(key="optimizer").value == "amsgrad" and "amsgrad" in at.selectbox(key="optimizer").options
+    assert at.selectbox(key="lr").options[:4] == ["0.1", "0.01", "0.001", "0.0001"]
+    at.selectbox(key="arch").set_value("tiny").run()
+    assert not at.error
+    assert any("Estimated duration" in c.value and "126 training images" in c.value for c in at.caption)
+    assert not at.button(key="start").disabled
+
+
+@pytest.mark.parametrize(("widget", "value", "message"), [
+    ("data", "/no/such/fer2013", "does not exist"),
+    ("lr-custom", "fast", "learning rate 'fast' is not a number"),
+    ("lr-custom", "-0.5", "learning rate must be a positive number"),
+])
+def test_invalid_inputs_are_refused_before_starting(tiny_data: Path, widget: str, value: str, message: str) -> None:
+    at = training_page()
+    if widget == "lr-custom":
+        at.selectbox(key="lr").set_value("custom…").run()
+    at.text_input(key=widget).set_value(value).run()
+    assert not at.exception
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert at.button(key="start").disabled
+
+
+def test_deployment_caps_apply(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FER_MAX_EPOCHS", "3")
+    monkeypatch.setenv("FER_MAX_SUBSET", "10")
+    at = training_page()
+    assert at.number_input(key="epochs").max == 3
+    assert at.number_input(key="subset").max == 10 and at.number_input(key="subset").value == 10
+    at.number_input(key="subset").set_value(0).run()
+    assert any("full data set is not allowed" in e.value for e in at.error)
+    assert at.button(key="start").disabled
+
+
+def test_bad_cap_setting_is_a_clear_error(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FER_MAX_EPOCHS", "lots")
+    at = training_page()
+    assert "FER_MAX_EPOCHS must be a whole number" in at.error[0].value
+
+
+def test_training_can_be_switched_off(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FER_ALLOW_TRAINING", "0")
+    at = training_page()
+    assert "disabled" in at.info[0].value
+    assert not at.button
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    assert not app.exception  # the hidden page is still registered, so links to it do not break
+
+
+def test_runs_list_compare_and_promote(tiny_data: Path) -> None:
+    done = fake_run("20260101-done", "finished", started="2026-01-01T00:00:00+00:00", test_acc=0.42,
+                    best_val_acc=0.4)
+    fake_run("20260102-crashed", "running", pid=dead_pid(), started="2026-01-02T00:00:00+00:00")
+    fake_run("20260103-failed", "failed", started="2026-01-03T00:00:00+00:00", with_model=False,
+             error="TrainingError: loss became nan")
+    at = training_page()
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["20260103-failed", "20260102-crashed", "20260101-done"]
+    assert [s.split()[-1] for s in table["status"]] == ["failed", "interrupted", "finished"]
+    assert "loss became nan" in table["error"][0] and table["test acc"][2] == "42.0%"
+    assert at.multiselect(key="compare").value == ["20260103-failed", "20260102-crashed"]
+    at.multiselect(key="compare").set_value(["20260101-done", "20260102-crashed"]).run()
+    assert len(at.get("plotly_chart")) == 1
+    assert at.selectbox(key="promote-run").options == ["20260101-done"]  # only finished runs
+    at.button(key="promote").click().run()
+    assert not at.exception and "now uses" in at.success[0].value
+    assert active_weights() == (done / "model.safetensors").resolve()
+    at.button(key="restore").click().run()
+    assert active_weights() == DEFAULT_WEIGHTS
+
+
+@pytest.mark.slow
+def test_start_watch_and_cancel_from_the_page(tiny_data: Path) -> None:
+    at = training_page()
+    at.selectbox(key="arch").set_value("tiny").run()
+    at.number_input(key="epochs").set_value(100).run()
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error
+    lock = runs.read_lock()
+    assert lock and runs.pid_alive(lock["pid"])
+    out = Path(lock["run"])
+    assert out.parent == runs_dir() and (out / runs.LAUNCH_NAME).is_file()
+    assert at.button(key="start").disabled  # one run at a time
+    assert any("A run is in progress" in i.value for i in at.info)
+    deadline = time.monotonic() + 60
+    while runs.load_run(out).progress.get("status") != "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    at.run()
+    assert at.get("progress") and "epoch" in at.get("progress")[0].proto.text
+    at.button(key="cancel").click().run()
+    assert any("Cancel sent" in w.value for w in at.warning)
+    deadline = time.monotonic() + 30
+    while runs.pid_alive(lock["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert runs.load_run(out).status == "cancelled"
+    assert runs.read_lock() is None
+    at.run()
+    assert "cancelled" in at.dataframe[0].value["status"][0]
+    assert not at.button(key="start").disabled
+
+
+# --------------------------------------------------------------------------- study page
+
+
+def fake_study(folder: Path) -> None:
+    base = TrainConfig(data=os.environ["FER_DATA"], arch="tiny", epochs=2, subset=10, seed=1)
+    cells = [Cell("sgd", 0.1, "failed", error="loss became nan"), Cell("sgd", 0.01, "finished", 0.31, 0.30, 0.2),
+             Cell("amsgrad", 0.1, "finished", 0.25, 0.27, 0.1), Cell("amsgrad", 0.01, "finished", 0.45, 0.41, 0.3)]
+    write_summary(StudyConfig(base=base, optimizers=["sgd", "amsgrad"], lrs=[0.1, 0.01], out=folder), cells)
+
+
+def study_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "study.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_study_page_shows_any_study_folder(tiny_data: Path) -> None:
+    folder = runs_dir() / "my-study"
+    fake_study(folder)
+    at = study_page()
+    assert str(folder) in at.selectbox(key="study").options
+    at.selectbox(key="study").set_value(str(folder)).run()
+    assert not at.exception and not at.error
+    assert [m.value for m in at.metric] == ["amsgrad", "0.01", "45.0%", "41.0%"]
+    assert len(at.get("plotly_chart")) == 1
+    table = at.dataframe[0].value
+    assert list(table["status"]) == ["failed", "finished", "finished", "finished"]
+    assert "2 epoch(s), 10 training images per class" in at.caption[0].value
+
+
+def test_study_page_refuses_a_folder_that_is_not_a_study(tiny_data: Path, tmp_path: Path) -> None:
+    at = study_page()
+    at.selectbox(key="study").set_value("another folder…").run()
+    at.text_input(key="study-path").set_value(str(tmp_path)).run()
+    assert not at.exception
+    assert "holds no study" in at.error[0].value
