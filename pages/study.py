@@ -66,7 +66,7 @@ st.caption(f"Budget per cell: `{budget.get('arch')}`, {budget.get('epochs')} epo
 best = winner(cells)
 if best:
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Best optimizer (on validation)", best.optimizer)
+    c1.metric("Best optimizer", best.optimizer, help="chosen on validation accuracy, never on test")
     c2.metric("Its learning rate", f"{best.lr:g}")
     c3.metric("Its validation accuracy", pct(best.best_val_acc))
     c4.metric("Its test accuracy", pct(best.test_acc))
@@ -76,6 +76,10 @@ if best:
                    f"test {pct(paper.test_acc)}.")
 
 st.plotly_chart(heatmap_figure(cells), key="heatmap")
+notes = Path(folder.strip()) / "README.md"
+if notes.is_file():
+    with st.expander("How to read this study", expanded=True):
+        st.markdown(notes.read_text(encoding="utf-8", errors="replace").split("## How to read it", 1)[-1])
 table = pd.DataFrame([{"optimizer": c.optimizer, "lr": f"{c.lr:g}", "status": c.status,
                        "best val acc": pct(c.best_val_acc), "test acc": pct(c.test_acc),
                        "macro-F1": f"{c.macro_f1:.3f}" if isinstance(c.macro_f1, int | float) else "—",

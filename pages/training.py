@@ -7,6 +7,7 @@ and this page only reads run folders, so it stays responsive and a run survives 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -98,7 +99,10 @@ def live_panel(path: str, cancellable: bool) -> None:
         key = f"ended:{path}"
         if not st.session_state.get(key):
             st.session_state[key] = True
-            st.rerun()  # once: refresh the runs list below
+            deadline = time.monotonic() + 3  # the worker frees the lock just after its last write
+            while current_lock() is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            st.rerun()  # once: refresh the launcher and the runs list below
         return
     frac, label = progress_fraction(p)
     st.progress(frac, text=f"**{run.name}** — {label}")
