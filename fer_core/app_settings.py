@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
-
-from fer_core.paths import PROJECT_ROOT, default_data_path
 
 DEFAULT_MAX_EPOCHS = 100
 """Enough for the shipped recipe; a deployment lowers it."""
 
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "fer2013"
 """Where a development checkout finds FER-2013 when ``FER_DATA`` is not set."""
 
 _FALSE = {"0", "false", "no", "off"}
@@ -76,9 +72,3 @@ def training_allowed() -> bool:
     return os.environ.get("FER_ALLOW_TRAINING", "1").strip().lower() not in _FALSE
 
 
-def default_dataset() -> Path:
-    """``FER_DATA`` (or ``data/fer2013``) when it exists, else ``../shared/fer2013`` of a dev checkout."""
-    configured = default_data_path()
-    if os.environ.get("FER_DATA") or configured.exists() or not SHARED_DATA.exists():
-        return configured
-    return SHARED_DATA

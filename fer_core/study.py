@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,30 +103,6 @@ def read_cell(folder: Path, optimizer: str, lr: float) -> Cell:
 # --------------------------------------------------------------------------- one process, one data set
 
 
-@contextlib.contextmanager
-def shared_data() -> Iterator[None]:
-    """Load, clean and carve the data once for the whole grid instead of once per cell.
-
-    Every cell has the same data, cleaning, validation fraction, subset and seed, so
-    ``training.prepare_data`` would return identical splits 36 times; this memoises it for
-    the duration of the study (the per-cell ``config.json`` still records the data hashes).
-    """
-    original = training.prepare_data
-    cache: dict[tuple, training.PreparedData] = {}
-
-    def prepared(cfg: TrainConfig) -> training.PreparedData:
-        key = (str(cfg.data), cfg.clean, cfg.val_fraction, cfg.subset, cfg.seed)
-        if key not in cache:
-            cache[key] = original(cfg)
-        return cache[key]
-
-    training.prepare_data = prepared
-    try:
-        yield
-    finally:
-        training.prepare_data = original
-
-
 # --------------------------------------------------------------------------- the study
 
 
@@ -176,29 +152,29 @@ def run_study(sc: StudyConfig, log: Callable[[str], None] = print,
     todo = [k for k in grid if cells[k].status not in TERMINAL or (sc.retry_failed and cells[k].status == "failed")]
     log(f"study {sc.out}: {len(grid)} cells, {len(grid) - len(todo)} already done, {len(todo)} to run")
     write_summary(sc, [cells[k] for k in grid])
-    with shared_data():
-        for i, (opt, lr) in enumerate(todo, start=1):
-            if should_stop():
-                log("stopped; run the same command again to resume")
-                break
-            folder = sc.out / "cells" / cell_name(opt, lr)
-            if folder.exists():
-                shutil.rmtree(folder)  # an interrupted cell restarts from scratch, same seed
-            cfg = TrainConfig.from_dict({**asdict(sc.base), "optimizer": opt, "lr": lr, "out": str(folder)})
-            t0 = time.monotonic()
-            cell_log = _cell_logger(folder)
-            try:
-                training.train(cfg, log=cell_log, should_stop=should_stop, show_bar=False)
-            except TrainingError as exc:  # e.g. the loss diverged: a result, recorded as failed
-                cell_log(f"failed: {exc}")
-            wall = round(time.monotonic() - t0, 1)
-            cells[(opt, lr)] = cell = read_cell(folder, opt, lr)
-            if cell.status in TERMINAL:
-                write_json(folder / "study_cell.json", {"wall_seconds": wall})
-                cell.wall_seconds = wall
-            log(f"[{i}/{len(todo)}] {cell.name:<22} {cell.status:<9} val {_pct(cell.best_val_acc)} "
-                f"test {_pct(cell.test_acc)}  {wall:.0f}s" + (f"  ({cell.error})" if cell.error else ""))
-            write_summary(sc, [cells[k] for k in grid])
+    data = training.prepare_data(sc.base) if todo else None  # identical for every cell: load it once
+    for i, (opt, lr) in enumerate(todo, start=1):
+        if should_stop():
+            log("stopped; run the same command again to resume")
+            break
+        folder = sc.out / "cells" / cell_name(opt, lr)
+        if folder.exists():
+            shutil.rmtree(folder)  # an interrupted cell restarts from scratch, same seed
+        cfg = TrainConfig.from_dict({**asdict(sc.base), "optimizer": opt, "lr": lr, "out": str(folder)})
+        t0 = time.monotonic()
+        cell_log = _cell_logger(folder)
+        try:
+            training.train(cfg, log=cell_log, should_stop=should_stop, show_bar=False, data=data)
+        except TrainingError as exc:  # e.g. the loss diverged: a result, recorded as failed
+            cell_log(f"failed: {exc}")
+        wall = round(time.monotonic() - t0, 1)
+        cells[(opt, lr)] = cell = read_cell(folder, opt, lr)
+        if cell.status in TERMINAL:
+            write_json(folder / "study_cell.json", {"wall_seconds": wall})
+            cell.wall_seconds = wall
+        log(f"[{i}/{len(todo)}] {cell.name:<22} {cell.status:<9} val {_pct(cell.best_val_acc)} "
+            f"test {_pct(cell.test_acc)}  {wall:.0f}s" + (f"  ({cell.error})" if cell.error else ""))
+        write_summary(sc, [cells[k] for k in grid])
     result = [cells[k] for k in grid]
     best = winner(result)
     if best:

@@ -222,14 +222,19 @@ def make_run_dir(cfg: TrainConfig) -> Path:
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print,
-          should_stop: Callable[[], bool] = lambda: False, show_bar: bool = True) -> Path:
-    """Run one training job end to end; returns its run folder."""
+          should_stop: Callable[[], bool] = lambda: False, show_bar: bool = True,
+          data: PreparedData | None = None) -> Path:
+    """Run one training job end to end; returns its run folder.
+
+    ``data`` lets a caller that trains many times on the same data (the optimizer study)
+    prepare it once; it must come from ``prepare_data`` with this config's data settings.
+    """
     cfg.validate()
     out = make_run_dir(cfg)
     writer = RunWriter(out)
     writer.update_progress(force=True, status="preparing")
     try:
-        fit(cfg, out, writer, log, should_stop, show_bar)
+        fit(cfg, out, writer, log, should_stop, show_bar, data)
     except Cancelled:
         writer.update_progress(force=True, status="cancelled")
         log(f"cancelled; the best checkpoint so far is kept in {out}")
@@ -240,13 +245,15 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
 
 
 def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], None],
-        should_stop: Callable[[], bool], show_bar: bool) -> None:
+        should_stop: Callable[[], bool], show_bar: bool, data: PreparedData | None = None) -> None:
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    data = prepare_data(cfg)
+    data = data or prepare_data(cfg)
+    if should_stop():
+        raise Cancelled
     if data.cleaning:
         log(data.cleaning.format())
         write_json(out / "cleaning.json", data.cleaning.to_dict())

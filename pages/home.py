@@ -4,6 +4,7 @@ import streamlit as st
 
 from fer_core import EMOTIONS
 from fer_core.active import active_weights
+from fer_core.app_settings import training_allowed
 from fer_core.model_card import load_card
 
 st.title("fer — facial emotion recognition")
@@ -40,6 +41,7 @@ with cols[1]:
     st.page_link("pages/metrics.py", label="Metrics — report & confusion matrix", icon="📊")
     st.page_link("pages/dataset.py", label="Dataset — FER-2013 and its cleaning", icon="🗂️")
 with cols[2]:
-    st.page_link("pages/training.py", label="Training — launch your own run", icon="🏋️")
+    if training_allowed():
+        st.page_link("pages/training.py", label="Training — launch your own run", icon="🏋️")
     st.page_link("pages/study.py", label="Optimizer study — the paper's experiment", icon="🧪")
 st.caption("Frames and uploads are processed in memory and never stored.")

@@ -16,9 +16,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from fer_core.active import DEFAULT_WEIGHTS, active_weights
-from fer_core.app_settings import AppSettings, SettingsError, default_dataset, load_settings
+from fer_core.app_settings import AppSettings, SettingsError, load_settings
 from fer_core.checkpoint import CheckpointError
 from fer_core.models import describe, list_models
+from fer_core.paths import default_data_path
 from fer_core.runs import (
     ACTIVE_STATES,
     Run,
@@ -155,7 +156,7 @@ def live_section(runs: list[Run]) -> None:
 
 def launcher(settings: AppSettings, runs: list[Run]) -> None:
     st.subheader("Launch a run")
-    data = st.text_input("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv", value=str(default_dataset()),
+    data = st.text_input("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv", value=str(default_data_path()),
                          key="data")
     archs = list_models()
     c1, c2, c3 = st.columns(3)

@@ -325,14 +325,3 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError, match="FER_MAX_SUBSET must be >= 1"):
         load_settings()
     assert AppSettings(max_epochs=5, max_subset=300).check(5, 300) == []
-
-
-def test_default_dataset_prefers_the_configured_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from fer_core import app_settings
-
-    monkeypatch.setenv("FER_DATA", str(tmp_path / "mine"))
-    assert app_settings.default_dataset() == tmp_path / "mine"  # configured wins, even before it exists
-    monkeypatch.delenv("FER_DATA")
-    monkeypatch.setattr(app_settings, "SHARED_DATA", tmp_path)
-    monkeypatch.setattr(app_settings, "default_data_path", lambda: tmp_path / "absent")
-    assert app_settings.default_dataset() == tmp_path  # a dev checkout falls back to ../shared/fer2013
