@@ -144,6 +144,27 @@ def fernet_m(num_classes: int) -> nn.Module:
     return FerNet((48, 96, 192, 384), (1, 2, 2, 2), 384, num_classes)
 
 
+class Ensemble(nn.Module):
+    """Several independently trained networks voting: the mean of their probabilities.
+
+    Returns log-probabilities, so ``softmax`` of the output is exactly that mean and every
+    caller treats an ensemble like any single network.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+@register("fernet_s_x2", "Ours, accurate: two fernet_s trained with different seeds, probabilities averaged.")
+def fernet_s_x2(num_classes: int) -> nn.Module:
+    return Ensemble([fernet_s(num_classes), fernet_s(num_classes)])
+
+
 @register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")
 def tiny(num_classes: int) -> nn.Module:
     return nn.Sequential(

@@ -26,7 +26,7 @@ from fer_core.checkpoint import load_checkpoint, save_checkpoint
 from fer_core.data import load_split
 from fer_core.device import autocast, resolve_precision
 from fer_core.evaluate import evaluate
-from fer_core.models import count_macs, count_params, describe
+from fer_core.models import ModelConfig, count_macs, count_params, create_model, describe, list_models
 from fer_core.paths import WEIGHTS_DIR
 
 
@@ -62,7 +62,8 @@ def card_markdown(card: dict) -> str:
         f"- Parameters: {card['params']:,}; forward MACs per face: {card['macs'] / 1e6:.1f} M",
         f"- Trained with: `{card['train_command']}`",
         f"- Training: {card['epochs']} epochs, {card['train_minutes']:.0f} min on {card['hardware']}; "
-        f"best validation accuracy {card['val_acc'] * 100:.2f}% (validation = stratified slice of train/)",
+        "best validation accuracy " + " / ".join(f"{v * 100:.2f}%" for v in card["val_acc"])
+        + " (validation = stratified slice of train/, per trained network)",
         f"- Data: train hash `{card['data']['train_hash']}` ({card['data']['train']} images after cleaning), "
         f"test hash `{card['data']['test_hash']}`",
         f"- **Test (FER-2013 PublicTest, n={t['n']})**: accuracy **{t['accuracy'] * 100:.2f}%**, macro-F1 "
@@ -90,19 +91,34 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def ship(run: Path, name: str, data: str, command: str, hardware: str) -> dict:
-    model, cfg = load_checkpoint(run)
-    config = json.loads((run / "config.json").read_text())
-    history = (run / "history.csv").read_text().splitlines()[1:]
+def build_model(runs: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
+    """One run's best checkpoint, or several runs of one architecture as an ensemble."""
+    members = [load_checkpoint(r) for r in runs]
+    if len(members) == 1:
+        return members[0]
+    arch = f"{members[0][1].arch}_x{len(members)}"
+    if arch not in list_models() or any(c.arch != members[0][1].arch for _, c in members):
+        raise ValueError(f"no ensemble architecture for {[c.arch for _, c in members]}")
+    model = create_model(arch)
+    for slot, (member, _) in zip(model.members, members, strict=True):
+        slot.load_state_dict(member.state_dict())
+    return model.eval(), ModelConfig(arch)
+
+
+def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) -> dict:
+    model, cfg = build_model(runs)
+    configs = [json.loads((r / "config.json").read_text()) for r in runs]
+    histories = [(r / "history.csv").read_text().splitlines()[1:] for r in runs]
     test = load_split(data, "test")
     t0 = time.perf_counter()
     plain, tta = evaluate(model, test), evaluate(model, test, tta=True)
     card = {
         "name": name, "arch": cfg.arch, "description": describe(cfg.arch),
         "params": count_params(model), "macs": count_macs(model), "date": date.today().isoformat(),
-        "train_command": command, "config": config["train"], "data": config["data"],
-        "epochs": len(history), "train_minutes": sum(float(r.split(",")[-1]) for r in history) / 60,
-        "hardware": hardware, "val_acc": max(float(r.split(",")[4]) for r in history),
+        "train_command": command, "config": [c["train"] for c in configs], "data": configs[0]["data"],
+        "epochs": sum(len(h) for h in histories),
+        "train_minutes": sum(float(r.split(",")[-1]) for h in histories for r in h) / 60,
+        "hardware": hardware, "val_acc": [max(float(r.split(",")[4]) for r in h) for h in histories],
         "eval_command": f"python -m fer_core.evaluate --data {data} --split test --weights weights/{name}.safetensors",
         "test": {"split": "test", **plain.metrics()}, "test_tta": {"split": "test", **tta.metrics()},
         "latency": measure_latency(model),
@@ -126,13 +142,13 @@ def write_model_card_md() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_core.ship", description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", type=Path)
+    ap.add_argument("runs", type=Path, nargs="+", help="one run folder, or several of one arch for an ensemble")
     ap.add_argument("--name", default="model")
     ap.add_argument("--data", required=True)
     ap.add_argument("--command", required=True, help="the exact training command, for the card")
     ap.add_argument("--hardware", default=_cpu_name())
     args = ap.parse_args(argv)
-    card = ship(args.run, args.name, args.data, args.command, args.hardware)
+    card = ship(args.runs, args.name, args.data, args.command, args.hardware)
     write_model_card_md()
     print(json.dumps({k: card[k] for k in ("name", "arch", "params", "latency")}, indent=2))
     print(f"test accuracy {card['test']['accuracy']:.4f} (tta {card['test_tta']['accuracy']:.4f}), "

@@ -267,8 +267,8 @@ def show_training(weights: Path, card: dict | None) -> None:
     elif card and card.get("config"):
         st.caption("The shipped model's training configuration (from its model card):")
         st.json(card["config"], expanded=False)
-        if card.get("command"):
-            st.code(card["command"], language="bash")
+        if card.get("train_command"):
+            st.code(card["train_command"], language="bash")
     else:
         st.caption("No training history is stored with this model.")
 
