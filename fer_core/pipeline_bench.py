@@ -28,11 +28,10 @@ FACE_SIDE = 150
 
 
 def fer_test_dir() -> Path | None:
-    """The FER-2013 test/ folder: ``FER_TEST_DATA``, ``FER_DATA``, or ../shared/fer2013 beside the project."""
-    from fer_core.paths import PROJECT_ROOT, default_data_path
+    """The FER-2013 test/ folder: ``FER_TEST_DATA``, else the app's data location."""
+    from fer_core.paths import default_data_path
 
-    for root in (os.environ.get("FER_TEST_DATA"), os.environ.get("FER_DATA"),
-                 PROJECT_ROOT.parent / "shared" / "fer2013", default_data_path()):
+    for root in (os.environ.get("FER_TEST_DATA"), default_data_path()):
         if root and (Path(root) / "test").is_dir():
             return Path(root) / "test"
     return None
