@@ -3,7 +3,7 @@
 import streamlit as st
 
 from fer_core import EMOTIONS
-from fer_core.active import active_weights
+from fer_core.active import active_weights, shipped_models
 from fer_core.app_settings import training_allowed
 from fer_core.model_card import load_card
 
@@ -30,6 +30,18 @@ else:
     c4.metric("Parameters", f"{card['params'] / 1e6:.2f} M" if card.get("params") else "—")
     st.caption(f"Weights: `{weights}` · trained {card.get('date', 'in a run')} · "
                f"scored on {test.get('n', '?')} images of the {test.get('split', 'test')} split")
+
+shipped = {name: load_card(path) for name, path in shipped_models().items()}
+rows = [{"model": name, "architecture": c["arch"], "test accuracy": f"{c['test']['accuracy'] * 100:.1f}%",
+         "with flip TTA": f"{c['test_tta']['accuracy'] * 100:.1f}%" if "test_tta" in c else "—",
+         "macro-F1": f"{c['test']['macro_f1']:.3f}", "parameters": f"{c['params'] / 1e6:.2f} M",
+         "ms per face": f"{c['latency']['latency_b1_ms']:.2f}" if "latency" in c else "—"}
+        for name, c in shipped.items() if c and "test" in c]
+if rows:
+    st.subheader("Shipped models, side by side")
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption("All on FER-2013 PublicTest (3,589 faces). `paper` is the paper's CNN trained as the paper "
+               "describes (AMSGrad, lr 0.01); the others are ours. Details: weights/MODEL_CARD.md.")
 
 st.subheader("Where to go")
 cols = st.columns(3)

@@ -1,0 +1,34 @@
+"""The app entry (navigation + home page) renders with and without a model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fer_core.checkpoint import save_checkpoint
+from fer_core.models import ModelConfig, create_model
+from fer_core.paths import WEIGHTS_DIR
+
+
+def _run() -> AppTest:
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "model.json").is_file(), reason="no shipped model card")
+def test_home_shows_the_shipped_model_card() -> None:
+    at = _run()
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Architecture"] and labels["Test accuracy"].endswith("%")
+    assert at.dataframe  # the side-by-side table of shipped models
+
+
+def test_home_explains_a_model_without_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = save_checkpoint(create_model("tiny"), ModelConfig("tiny"), tmp_path / "m.safetensors")
+    monkeypatch.setenv("FER_WEIGHTS", str(weights))
+    at = _run()
+    assert any("No model card" in w.value for w in at.warning)
