@@ -67,7 +67,7 @@ def csv_data(tmp_path: Path) -> Path:
     return write_csv_dataset(tmp_path / "fer2013.csv", {"Training": 12, "PublicTest": 4, "PrivateTest": 4})
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     if not (REAL_DATA / "train").is_dir():
         pytest.skip(f"FER-2013 not found at {REAL_DATA}")
