@@ -52,3 +52,11 @@ def set_active(weights: str | os.PathLike) -> Path:
 
 def reset_active() -> None:
     _pointer().unlink(missing_ok=True)
+
+
+def model_choices() -> dict[str, Path]:
+    """What a page offers in its model picker: the active model first, then every shipped one."""
+    active = active_weights()
+    choices = {f"active ({active.stem if active.parent == WEIGHTS_DIR else active.parent.name})": active}
+    choices.update({name: path for name, path in shipped_models().items() if path != active})
+    return choices

@@ -4,6 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from fer_core.active import model_choices
 from fer_core.annotate import EMOTION_COLORS, draw_faces
 from fer_core.checkpoint import CheckpointError
 from fer_core.detect import DetectorSettings
@@ -32,8 +33,11 @@ with st.expander("Detector settings"):
 settings = DetectorSettings(scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_size,
                             max_side=max_side, margin=margin)
 
+choices = model_choices()
+model_name = st.selectbox("Model", list(choices), help="The active model answers by default; the shipped models "
+                          "are listed too (e.g. the accurate ensemble, or the paper's CNN for comparison).")
 try:
-    rec = Recognizer.load(tta=tta)
+    rec = Recognizer.load(choices[model_name], tta=tta)
 except CheckpointError as exc:
     st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`), "
              "or point `FER_WEIGHTS` at a .safetensors file.")
