@@ -33,7 +33,7 @@ from pathlib import Path
 
 from fer_core.active import reset_active, set_active
 from fer_core.app_settings import AppSettings, load_settings
-from fer_core.atomic import write_json
+from fer_core.atomic import read_json, write_json
 from fer_core.paths import PROJECT_ROOT, runs_dir
 from fer_core.training import TrainConfig, TrainingError, make_run_dir
 
@@ -204,14 +204,6 @@ class Run:
         return (self.path / LAUNCH_NAME).is_file()
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _timestamp(iso: object, fallback: float) -> float:
     try:
         return datetime.fromisoformat(str(iso)).timestamp()
@@ -236,14 +228,14 @@ def resolve_status(progress: dict, run: Path | None = None) -> str:
 
 
 def load_run(path: Path) -> Run:
-    progress = _read_json(path / "progress.json")
-    config = _read_json(path / "config.json").get("train") or _read_json(path / LAUNCH_NAME)
+    progress = read_json(path / "progress.json")
+    config = read_json(path / "config.json").get("train") or read_json(path / LAUNCH_NAME)
     try:
         mtime = path.stat().st_mtime
     except OSError:
         mtime = 0.0
     return Run(path=path, status=resolve_status(progress, path), progress=progress,
-               config=config, metrics=_read_json(path / "metrics.json"),
+               config=config, metrics=read_json(path / "metrics.json"),
                started=_timestamp(progress.get("started"), mtime))
 
 

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import csv
 import io
-import json
 import math
 import shutil
 import signal
@@ -34,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fer_core import training
-from fer_core.atomic import write_json, write_text
+from fer_core.atomic import read_json, write_json, write_text
 from fer_core.models import list_models
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
 
@@ -68,21 +67,13 @@ def cell_name(optimizer: str, lr: float) -> str:
     return f"{optimizer}-lr{lr:g}"
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def read_cell(folder: Path, optimizer: str, lr: float) -> Cell:
     """What a cell folder says about itself; ``pending`` when it never ran or did not end."""
     cell = Cell(optimizer, lr)
-    progress = _read_json(folder / "progress.json")
+    progress = read_json(folder / "progress.json")
     status = progress.get("status")
     if status == "finished":
-        metrics = _read_json(folder / "metrics.json")
+        metrics = read_json(folder / "metrics.json")
         cell.status = "finished"
         cell.best_val_acc = metrics.get("best_val_acc", progress.get("best_val_acc"))
         cell.test_acc = metrics.get("accuracy", progress.get("test_acc"))
@@ -96,7 +87,7 @@ def read_cell(folder: Path, optimizer: str, lr: float) -> Cell:
         return cell
     if isinstance(progress.get("train_loss"), int | float):
         cell.final_train_loss = round(float(progress["train_loss"]), 5)
-    cell.wall_seconds = _read_json(folder / "study_cell.json").get("wall_seconds")
+    cell.wall_seconds = read_json(folder / "study_cell.json").get("wall_seconds")
     return cell
 
 
@@ -132,7 +123,7 @@ class StudyConfig:
         if problems:
             raise ValueError("; ".join(problems))
         self.base.validate()
-        stored = _read_json(self.out / "study.json").get("budget")
+        stored = read_json(self.out / "study.json").get("budget")
         if stored and stored != self.budget():
             diff = sorted(k for k in BUDGET_KEYS if stored.get(k) != self.budget().get(k))
             raise ValueError(f"{self.out} holds a study with a different budget ({', '.join(diff)}); "
@@ -214,7 +205,7 @@ def write_summary(sc: StudyConfig, cells: list[Cell]) -> None:
     best = winner(cells)
     done = [c for c in cells if c.status in TERMINAL]
     wall = sum(c.wall_seconds or 0 for c in done)
-    config = _read_json(sc.out / "cells" / done[0].name / "config.json") if done else {}
+    config = read_json(sc.out / "cells" / done[0].name / "config.json") if done else {}
     write_json(sc.out / "study.json", {
         "budget": sc.budget(), "optimizers": sc.optimizers, "lrs": sc.lrs,
         "cells_done": len(done), "cells_total": len(cells), "wall_seconds": round(wall, 1),
@@ -232,7 +223,7 @@ def write_summary(sc: StudyConfig, cells: list[Cell]) -> None:
 def load_study(folder: str | Path) -> tuple[dict, list[Cell]]:
     """A study folder's ``study.json`` and its cells; raises ValueError when it is not one."""
     folder = Path(folder).expanduser()
-    data = _read_json(folder / "study.json")
+    data = read_json(folder / "study.json")
     if not data or not isinstance(data.get("cells"), list):
         raise ValueError(f"{folder} holds no study (no readable study.json)")
     names = {f.name for f in Cell.__dataclass_fields__.values()}  # type: ignore[attr-defined]
