@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -18,7 +19,8 @@ from fer_core.models import count_macs, count_params, create_model, list_models
 TRAIN_IMAGES = 28709  # FER-2013 Training split
 
 
-def _rate(fn, n_images: int, min_seconds: float = 2.0) -> float:
+def images_per_second(fn: Callable[[], object], n_images: int, min_seconds: float = 2.0) -> float:
+    """Calls ``fn`` (which handles ``n_images``) repeatedly for ``min_seconds`` after two warm-up calls."""
     fn()
     fn()  # warm-up: oneDNN picks its kernels on the first calls
     done, t0 = 0, time.perf_counter()
@@ -28,29 +30,35 @@ def _rate(fn, n_images: int, min_seconds: float = 2.0) -> float:
     return done / (time.perf_counter() - t0)
 
 
-def bench_arch(name: str, precision: str, batch: int = 128) -> dict:
-    device = torch.device("cpu")
-    model = create_model(name)
-    params, macs = count_params(model), count_macs(model)
-    model = model.to(memory_format=torch.channels_last)
+def training_step(model: torch.nn.Module, precision: str, batch: int,
+                  device: torch.device = torch.device("cpu")) -> Callable[[], None]:
+    """One SGD step of ``model`` on a random batch, as the training loop runs it (channels-last,
+    autocast): the unit every training-throughput figure of the project is made of."""
+    model = model.to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.rand(batch, 1, 48, 48).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 7, (batch,))
+    x = torch.rand(batch, 1, 48, 48, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 7, (batch,), device=device)
 
-    def train_step() -> None:
+    def step() -> None:
         with autocast(device, precision):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    model.train()
-    train_rate = _rate(train_step, batch)
+    return step
+
+
+def bench_arch(name: str, precision: str, batch: int = 128) -> dict:
+    device = torch.device("cpu")
+    model = create_model(name)
+    params, macs = count_params(model), count_macs(model)
+    train_rate = images_per_second(training_step(model, precision, batch, device), batch)
     model.eval()
     xb = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, precision):
-        infer_rate = _rate(lambda: model(xb), 256)
-        one_rate = _rate(lambda: model(xb[:1]), 1)
+        infer_rate = images_per_second(lambda: model(xb), 256)
+        one_rate = images_per_second(lambda: model(xb[:1]), 1)
     return {"arch": name, "params": params, "macs": macs, "train_img_s": train_rate,
             "infer_b256_img_s": infer_rate, "latency_b1_ms": 1000 / one_rate,
             "epoch_minutes": TRAIN_IMAGES / train_rate / 60, "precision": precision}

@@ -414,25 +414,12 @@ def measured_rate(arch: str, runs: list[Run] | None = None) -> float | None:
 @lru_cache(maxsize=16)
 def benchmark_rate(arch: str, batch: int = 32, steps: int = 3) -> float:
     """Training images/s of ``arch`` measured now on random data (a few small steps, well under a second)."""
-    import torch
-
-    from fer_core.device import autocast, resolve_device, resolve_precision
+    from fer_core.bench import training_step
+    from fer_core.device import resolve_device, resolve_precision
     from fer_core.models import create_model
 
     device = resolve_device("auto")
-    precision = resolve_precision("auto", device)
-    model = create_model(arch).to(device).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.rand(batch, 1, 48, 48, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 7, (batch,), device=device)
-
-    def step() -> None:
-        with autocast(device, precision):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    step = training_step(create_model(arch), resolve_precision("auto", device), batch, device)
     step()  # warm-up
     t0 = time.perf_counter()
     for _ in range(steps):

@@ -21,7 +21,7 @@ import torch
 
 from fer_core import EMOTIONS
 from fer_core.atomic import write_json, write_text
-from fer_core.bench import _rate
+from fer_core.bench import images_per_second
 from fer_core.checkpoint import load_checkpoint, save_checkpoint
 from fer_core.data import load_split
 from fer_core.device import autocast, resolve_precision
@@ -36,8 +36,8 @@ def measure_latency(model: torch.nn.Module) -> dict:
     model = model.to(memory_format=torch.channels_last).eval()
     x = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(torch.device("cpu"), precision):
-        one = _rate(lambda: model(x[:1]), 1)
-        many = _rate(lambda: model(x), 256)
+        one = images_per_second(lambda: model(x[:1]), 1)
+        many = images_per_second(lambda: model(x), 256)
     return {"precision": precision, "latency_b1_ms": round(1000 / one, 3), "throughput_b256_img_s": round(many),
             "threads": torch.get_num_threads(), "cpu": _cpu_name()}
 

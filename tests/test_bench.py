@@ -1,0 +1,22 @@
+"""The benchmark measures real steps of each architecture and reports them in the README's table form."""
+
+from __future__ import annotations
+
+import pytest
+
+from fer_core import bench
+
+
+def test_bench_table_for_the_tiny_model(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    calls = []
+
+    def quick(fn, n_images: int, min_seconds: float = 2.0) -> float:
+        fn()  # the step must really run
+        calls.append(n_images)
+        return 1000.0
+
+    monkeypatch.setattr(bench, "images_per_second", quick)
+    assert bench.main(["--arch", "tiny", "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny |" in out and "precision fp32" in out
+    assert calls == [128, 256, 1]  # training batch, inference batch 256, batch 1
