@@ -16,7 +16,7 @@ from tests.conftest import write_folder_dataset
 @pytest.fixture
 def tiny_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Must come before ``app_url`` in a test's arguments: the app inherits this environment."""
-    data = write_folder_dataset(tmp_path / "fer", {"train": 20, "test": 5})
+    data = write_folder_dataset(tmp_path / "fer", {"train": 300, "test": 5})  # long enough to cancel mid-run
     monkeypatch.setenv("FER_DATA", str(data))
     monkeypatch.delenv("FER_ALLOW_TRAINING", raising=False)
     return data
@@ -39,14 +39,14 @@ def test_start_watch_and_cancel_a_run(tiny_env: Path, app_url: str, chromium) ->
         arch.press("Enter")
         wait_ready(page)
         epochs = page.get_by_label("Epochs")
-        epochs.fill("30")
+        epochs.fill("100")
         epochs.press("Enter")
         wait_ready(page)
         page.get_by_text("Estimated duration").wait_for(timeout=30_000)
         assert "tiny-amsgrad" not in page.content()  # nothing started yet
         page.get_by_role("button", name="Start training").click()
         page.get_by_text("Run in progress").wait_for(timeout=30_000)
-        page.get_by_text(re.compile(r"epoch \d+/30 · step")).first.wait_for(timeout=90_000)
+        page.get_by_text(re.compile(r"epoch \d+/100 · step")).first.wait_for(timeout=90_000)
         lock = runs.read_lock()
         assert lock and runs.pid_alive(lock["pid"])
         time.sleep(2)  # let a few refreshes of the live curves land
@@ -56,7 +56,7 @@ def test_start_watch_and_cancel_a_run(tiny_env: Path, app_url: str, chromium) ->
         wait_ready(page)
         screenshot(page, "training-cancelled")
         run = runs.load_run(Path(lock["run"]))
-        assert run.status == "cancelled" and run.config["arch"] == "tiny" and run.config["epochs"] == 30
+        assert run.status == "cancelled" and run.config["arch"] == "tiny" and run.config["epochs"] == 100
         assert runs.read_lock() is None  # released before the page said "ended"
         deadline = time.monotonic() + 20  # the interpreter itself may take a moment to exit
         while runs.pid_alive(lock["pid"]) and time.monotonic() < deadline:
