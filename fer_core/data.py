@@ -264,11 +264,6 @@ def load_split(path: str | os.PathLike, split: str, use_cache: bool = True) -> S
     return Split(split, torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), tuple(sources))
 
 
-def load_dataset(path: str | os.PathLike, use_cache: bool = True) -> dict[str, Split]:
-    """Every split the source has, by name."""
-    return {s: load_split(path, s, use_cache) for s in available_splits(path)}
-
-
 def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """Carve a validation slice out of ``split`` with the same class mix (seeded)."""
     if not 0.0 < fraction < 1.0:

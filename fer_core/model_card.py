@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from fer_core.checkpoint import resolve_weights
-
-
-def card_path(weights: str | os.PathLike) -> Path:
-    p = Path(weights)
-    return p.with_suffix(".json") if p.suffix == ".safetensors" else p / "model.json"
 
 
 def load_card(weights: str | os.PathLike) -> dict | None:
@@ -27,7 +21,7 @@ def load_card(weights: str | os.PathLike) -> dict | None:
     except ValueError:
         return None
     card = p.with_suffix(".json")
-    if card.is_file() and card.name != "model_config.json":
+    if card.is_file():
         try:
             return json.loads(card.read_text())
         except (OSError, ValueError):

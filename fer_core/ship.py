@@ -10,6 +10,7 @@ replaced atomically, so a failed ship leaves the previous model in place.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import sys
@@ -108,7 +109,7 @@ def build_model(runs: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
 def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) -> dict:
     model, cfg = build_model(runs)
     configs = [json.loads((r / "config.json").read_text()) for r in runs]
-    histories = [(r / "history.csv").read_text().splitlines()[1:] for r in runs]
+    histories = [list(csv.DictReader((r / "history.csv").open())) for r in runs]
     test = load_split(data, "test")
     t0 = time.perf_counter()
     plain, tta = evaluate(model, test), evaluate(model, test, tta=True)
@@ -117,8 +118,8 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
         "params": count_params(model), "macs": count_macs(model), "date": date.today().isoformat(),
         "train_command": command, "config": [c["train"] for c in configs], "data": configs[0]["data"],
         "epochs": sum(len(h) for h in histories),
-        "train_minutes": sum(float(r.split(",")[-1]) for h in histories for r in h) / 60,
-        "hardware": hardware, "val_acc": [max(float(r.split(",")[4]) for r in h) for h in histories],
+        "train_minutes": sum(float(row["seconds"]) for h in histories for row in h) / 60,
+        "hardware": hardware, "val_acc": [max(float(row["val_acc"]) for row in h) for h in histories],
         "eval_command": f"python -m fer_core.evaluate --data {data} --split test --weights weights/{name}.safetensors",
         "test": {"split": "test", **plain.metrics()}, "test_tta": {"split": "test", **tta.metrics()},
         "latency": measure_latency(model),
