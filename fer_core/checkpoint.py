@@ -26,9 +26,29 @@ class CheckpointError(ValueError):
     """A weights file that cannot be used; the message says which and why."""
 
 
-def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike) -> Path:
+def _stored_in_half(tensor: torch.Tensor) -> bool:
+    """Conv and dense weights: nearly all of the bytes. BatchNorm statistics stay fp32 (their
+    variances can fall below float16's normal range)."""
+    return tensor.is_floating_point() and tensor.ndim > 1
+
+
+def round_to_half(model: nn.Module) -> nn.Module:
+    """Give ``model`` exactly the values a ``half=True`` checkpoint of it will load with, so
+    what is measured before shipping is what ships."""
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if _stored_in_half(t):
+                t.copy_(t.half())
+    return model
+
+
+def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike, half: bool = False) -> Path:
+    """``half`` stores the weight tensors as float16: half the file, for models kept in git.
+    Loading casts back to float32; inference runs in bf16 or fp32 either way."""
     path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if _stored_in_half(v) else v for k, v in state.items()}
     meta = {CONFIG_KEY: json.dumps(config.to_dict())}
     write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
     write_json(path.with_name(path.stem + "_config.json"), config.to_dict())

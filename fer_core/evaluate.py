@@ -69,29 +69,31 @@ class Evaluation:
         rows += [f"{c:<{width}}" + "".join(f"{v:>9}" for v in cm[i]) for i, c in enumerate(EMOTIONS)]
         m = self.metrics()
         head = (f"accuracy {m['accuracy'] * 100:.2f}%  macro-F1 {m['macro_f1']:.4f}  "
-                f"weighted-F1 {m['weighted_f1']:.4f}  n={self.n}  tta={'flip' if self.tta else 'off'}")
+                f"weighted-F1 {m['weighted_f1']:.4f}  n={self.n}  tta={'on' if self.tta else 'off'}")
         return "\n".join([head, "", report, *rows])
 
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, images: torch.Tensor, tta: bool = False, batch_size: int = 512,
                   precision: str = "fp32", progress: callable | None = None) -> np.ndarray:
-    """uint8 (N,1,48,48) -> softmax probabilities (N,7); ``tta`` averages the horizontal flip."""
+    """uint8 (N,1,48,48) -> softmax probabilities (N,7); ``tta`` averages the views of ``fer_core.tta``."""
+    from fer_core import tta as tta_views
     from fer_core.device import autocast
 
     model.eval()
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device).float().div_(255)
+    step = max(1, batch_size // tta_views.N_VIEWS) if tta else batch_size  # same memory either way
+    for start in range(0, len(images), step):
+        x = images[start:start + step].to(device).float().div_(255)
         with autocast(device, precision):
-            logits = model(x).float()
-            p = logits.softmax(1)
             if tta:
-                p = (p + model(x.flip(3)).float().softmax(1)) / 2
+                p = tta_views.average(model(tta_views.views(x)).float().softmax(1), len(x))
+            else:
+                p = model(x).float().softmax(1)
         out.append(p.cpu())
         if progress:
-            progress(min(start + batch_size, len(images)), len(images))
+            progress(min(start + step, len(images)), len(images))
     return torch.cat(out).numpy() if out else np.zeros((0, len(EMOTIONS)), np.float32)
 
 
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--weights", default=str(WEIGHTS_DIR / "model.safetensors"),
                     help="a .safetensors file or a run folder (default: the shipped model)")
-    ap.add_argument("--tta", action="store_true", help="average the prediction of the horizontally flipped face")
+    ap.add_argument("--tta", action="store_true",
+                    help="test-time augmentation: average 14 shifted, zoomed and mirrored views of each face")
     ap.add_argument("--json", default=None, help="also write the metrics as JSON here")
     args = ap.parse_args(argv)
     try:

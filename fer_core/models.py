@@ -160,9 +160,28 @@ class Ensemble(nn.Module):
         return probs.clamp_min(1e-12).log()
 
 
-@register("fernet_s_x2", "Ours, accurate: two fernet_s trained with different seeds, probabilities averaged.")
-def fernet_s_x2(num_classes: int) -> nn.Module:
-    return Ensemble([fernet_s(num_classes), fernet_s(num_classes)])
+ENSEMBLES: dict[str, tuple[str, ...]] = {}
+
+
+def register_ensemble(name: str, members: tuple[str, ...], description: str) -> None:
+    """An ensemble is an architecture too, so checkpoints, cards and the app need nothing special."""
+    ENSEMBLES[name] = members
+    register(name, description)(lambda num_classes: Ensemble([create_model(m, num_classes) for m in members]))
+
+
+def ensemble_for(members: list[str]) -> str:
+    """The registered ensemble made of exactly these member architectures, in this order."""
+    for name, archs in ENSEMBLES.items():
+        if list(archs) == members:
+            return name
+    known = "; ".join(f"{n} = {' + '.join(a)}" for n, a in ENSEMBLES.items())
+    raise ValueError(f"no ensemble architecture is made of {' + '.join(members)} (known: {known})")
+
+
+register_ensemble("fernet_s_x2", ("fernet_s", "fernet_s"),
+                  "Ours: two fernet_s trained with different seeds, probabilities averaged.")
+register_ensemble("fernet_ms", ("fernet_m", "fernet_s"),
+                  "Ours, accurate: a fernet_m and a fernet_s trained on the same split, probabilities averaged.")
 
 
 @register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     fmt.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     fmt.add_argument("--csv", action="store_true", help="one CSV row per face (images without a face get none)")
     ap.add_argument("--weights", default=None, help="a .safetensors file or run folder (default: the active model)")
-    ap.add_argument("--tta", action="store_true", help="also classify the mirrored face and average")
+    ap.add_argument("--tta", action="store_true",
+                    help="test-time augmentation: average 14 shifted, zoomed and mirrored views")
     whole = ap.add_mutually_exclusive_group()
     whole.add_argument("--whole", action="store_true", help="classify each whole image as one face (no detection)")
     whole.add_argument("--detect", action="store_true", help="always detect, even in small (<=96 px) images")

@@ -26,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from fer_core import EMOTIONS, IMAGE_SIZE
+from fer_core import tta as tta_views
 from fer_core.detect import Box, Detector, DetectorSettings, HaarDetector, crop_faces, to_gray
 from fer_core.device import autocast, resolve_precision
 
@@ -181,7 +182,8 @@ class Recognizer:
     def classify(self, crops: np.ndarray, tta: bool | None = None) -> np.ndarray:
         """uint8 (N, 48, 48) face crops -> (N, classes) probabilities, in one forward pass.
 
-        With TTA each crop's mirror image joins the same batch and the two softmaxes are averaged.
+        With TTA the 14 views of ``fer_core.tta`` of every crop go through as one batch and
+        their softmaxes are averaged.
         """
         n = len(crops)
         if n == 0:
@@ -190,14 +192,14 @@ class Recognizer:
         x = x.float().div_(255)
         use_tta = self.tta if tta is None else tta
         if use_tta:
-            x = torch.cat([x, x.flip(3)])
+            x = tta_views.views(x)
         x = x.contiguous(memory_format=torch.channels_last)
         shared = self._shared
         threads = 1 if len(x) <= SMALL_BATCH else None
         with shared.lock, _torch_threads(threads), autocast(torch.device("cpu"), shared.precision):
             p = shared.model(x).float().softmax(1)
         if use_tta:
-            p = (p[:n] + p[n:]) / 2
+            p = tta_views.average(p, n)
         return p.numpy()
 
     # ------------------------------------------------------------------ the whole pipeline

@@ -1,5 +1,7 @@
 """Turn a finished training run into a shipped model: weights in ``weights/`` plus a model
-card measured on the spot (test metrics with and without flip TTA, latency on this machine).
+card measured on the spot (test metrics with and without TTA, latency on this machine).
+Weights are stored as float16 (half the bytes, so every shipped file stays well under git's
+comfort zone) and measured after that rounding.
 
     python -m fer_core.ship RUN_DIR --name model --data ../shared/fer2013 [--command "python train.py ..."]
 
@@ -23,11 +25,11 @@ import torch
 from fer_core import EMOTIONS
 from fer_core.atomic import write_json, write_text
 from fer_core.bench import images_per_second
-from fer_core.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.checkpoint import load_checkpoint, round_to_half, save_checkpoint
 from fer_core.data import load_split
 from fer_core.device import autocast, resolve_precision
 from fer_core.evaluate import evaluate
-from fer_core.models import ModelConfig, count_macs, count_params, create_model, describe, list_models
+from fer_core.models import ModelConfig, count_macs, count_params, create_model, describe, ensemble_for
 from fer_core.paths import WEIGHTS_DIR
 
 
@@ -68,7 +70,7 @@ def card_markdown(card: dict) -> str:
         f"- Data: train hash `{card['data']['train_hash']}` ({card['data']['train']} images after cleaning), "
         f"test hash `{card['data']['test_hash']}`",
         f"- **Test (FER-2013 PublicTest, n={t['n']})**: accuracy **{t['accuracy'] * 100:.2f}%**, macro-F1 "
-        f"**{t['macro_f1']:.4f}** (no TTA); with flip TTA {tt['accuracy'] * 100:.2f}% / {tt['macro_f1']:.4f}",
+        f"**{t['macro_f1']:.4f}** (no TTA); with TTA (14 views) {tt['accuracy'] * 100:.2f}% / {tt['macro_f1']:.4f}",
         f"- Evaluate: `{card['eval_command']}`",
         f"- Latency ({card['latency']['precision']}, {card['latency']['cpu']}): "
         f"{card['latency']['latency_b1_ms']:.2f} ms per face at batch 1, "
@@ -93,13 +95,11 @@ def card_markdown(card: dict) -> str:
 
 
 def build_model(runs: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
-    """One run's best checkpoint, or several runs of one architecture as an ensemble."""
+    """One run's best checkpoint, or several runs as the registered ensemble of their architectures."""
     members = [load_checkpoint(r) for r in runs]
     if len(members) == 1:
         return members[0]
-    arch = f"{members[0][1].arch}_x{len(members)}"
-    if arch not in list_models() or any(c.arch != members[0][1].arch for _, c in members):
-        raise ValueError(f"no ensemble architecture for {[c.arch for _, c in members]}")
+    arch = ensemble_for([c.arch for _, c in members])
     model = create_model(arch)
     for slot, (member, _) in zip(model.members, members, strict=True):
         slot.load_state_dict(member.state_dict())
@@ -108,6 +108,7 @@ def build_model(runs: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
 
 def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) -> dict:
     model, cfg = build_model(runs)
+    round_to_half(model)  # measure exactly what the float16 file below will hold
     configs = [json.loads((r / "config.json").read_text()) for r in runs]
     histories = [list(csv.DictReader((r / "history.csv").open())) for r in runs]
     test = load_split(data, "test")
@@ -125,7 +126,7 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
         "latency": measure_latency(model),
         "eval_seconds": round(time.perf_counter() - t0, 1),
     }
-    save_checkpoint(model, cfg, WEIGHTS_DIR / f"{name}.safetensors")
+    save_checkpoint(model, cfg, WEIGHTS_DIR / f"{name}.safetensors", half=True)
     write_json(WEIGHTS_DIR / f"{name}.json", card)
     return card
 
@@ -143,7 +144,7 @@ def write_model_card_md() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_core.ship", description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", type=Path, nargs="+", help="one run folder, or several of one arch for an ensemble")
+    ap.add_argument("runs", type=Path, nargs="+", help="one run folder, or several that make a registered ensemble")
     ap.add_argument("--name", default="model")
     ap.add_argument("--data", required=True)
     ap.add_argument("--command", required=True, help="the exact training command, for the card")

@@ -33,7 +33,7 @@ else:
 
 shipped = {name: load_card(path) for name, path in shipped_models().items()}
 rows = [{"model": name, "architecture": c["arch"], "test accuracy": f"{c['test']['accuracy'] * 100:.1f}%",
-         "with flip TTA": f"{c['test_tta']['accuracy'] * 100:.1f}%" if "test_tta" in c else "—",
+         "with TTA": f"{c['test_tta']['accuracy'] * 100:.1f}%" if "test_tta" in c else "—",
          "macro-F1": f"{c['test']['macro_f1']:.3f}", "parameters": f"{c['params'] / 1e6:.2f} M",
          "ms per face": f"{c['latency']['latency_b1_ms']:.2f}" if "latency" in c else "—"}
         for name, c in shipped.items() if c and "test" in c]

@@ -316,8 +316,8 @@ except (DatasetError, OSError) as exc:
     data_error = str(exc)
 split_name = c3.selectbox("Split", splits or ["test"], index=(splits.index("test") if "test" in splits else 0),
                           key="split", disabled=not splits)
-tta = c4.toggle("TTA", key="tta", help="Test-time augmentation: average each face's prediction with its mirror "
-                "image (`--tta` of the CLI).")
+tta = c4.toggle("TTA", key="tta", help="Test-time augmentation: average each face's prediction over 14 shifted, "
+                "zoomed and mirrored views (`--tta` of the CLI; 14x the work).")
 
 if not splits:
     st.info((f"No dataset at `{data_path}`: {data_error}. " if data_error else "") + DATA_HELP)
@@ -343,7 +343,7 @@ c2.metric("Macro-F1", f"{m['macro_f1']:.4f}")
 c3.metric("Weighted-F1", f"{m['weighted_f1']:.4f}")
 c4.metric("Images", f"{m['n']:,}")
 st.caption(f"`{weights}` on the {split_name} split of `{data_path}` (data hash {data_hash}), "
-           f"test-time flip {'on' if tta else 'off'}.")
+           f"test-time augmentation {'on' if tta else 'off'}.")
 
 st.subheader("Classification report")
 show_report(report_table(ev.report_dict()))

@@ -29,7 +29,8 @@ with st.expander("Detector settings"):
                                 help="Downscaling speeds detection up; small faces in big photos need more pixels.")
     margin = c5.slider("Margin around each face", 0.0, 0.5, defaults.margin, 0.01,
                        help="Context added around the detected box before cropping to 48x48.")
-    tta = c6.checkbox("Mirror TTA", value=False, help="Also classify the mirrored face and average both.")
+    tta = c6.checkbox("TTA", value=False, help="Test-time augmentation: also classify 13 shifted, zoomed and "
+                       "mirrored copies of each face and average (about 2 points more accurate, 14x the work).")
 settings = DetectorSettings(scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_size,
                             max_side=max_side, margin=margin)
 

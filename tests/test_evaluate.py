@@ -32,7 +32,7 @@ def test_cli_prints_report_and_writes_json(folder_data: Path, tmp_path: Path, ca
     assert main(["--data", str(folder_data), "--split", "test", "--weights", str(weights), "--tta",
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "accuracy" in text and "macro avg" in text and "confusion matrix" in text and "tta=flip" in text
+    assert "accuracy" in text and "macro avg" in text and "confusion matrix" in text and "tta=on" in text
     m = json.loads(out.read_text())
     assert m["n"] == 70 and sum(map(sum, m["confusion_matrix"])) == 70 and list(m["per_class"]) == list(EMOTIONS)
 

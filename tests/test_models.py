@@ -41,22 +41,33 @@ def test_model_config_refuses_unknown_arch() -> None:
     assert ModelConfig.from_dict(ModelConfig("paper").to_dict()) == ModelConfig("paper")
 
 
-def test_two_runs_ship_as_an_ensemble_that_averages_probabilities(tmp_path) -> None:
+@pytest.mark.parametrize(("archs", "ensemble"), [(("fernet_s", "fernet_s"), "fernet_s_x2"),
+                                                  (("fernet_m", "fernet_s"), "fernet_ms")])
+def test_runs_ship_as_an_ensemble_that_averages_probabilities(tmp_path, archs, ensemble) -> None:
     from fer_core.checkpoint import load_checkpoint, save_checkpoint
     from fer_core.ship import build_model
 
     members = []
-    for seed in (0, 1):
+    for seed, arch in enumerate(archs):
         torch.manual_seed(seed)
-        m = create_model("fernet_s").eval()
-        run = tmp_path / f"run{seed}"
-        save_checkpoint(m, ModelConfig("fernet_s"), run / "model.safetensors")
+        m = create_model(arch).eval()
+        save_checkpoint(m, ModelConfig(arch), tmp_path / f"run{seed}" / "model.safetensors")
         members.append(m)
     model, cfg = build_model([tmp_path / "run0", tmp_path / "run1"])
-    assert cfg.arch == "fernet_s_x2"
+    assert cfg.arch == ensemble
     x = torch.rand(3, 1, 48, 48)
     with torch.no_grad():
         expected = (members[0](x).softmax(1) + members[1](x).softmax(1)) / 2
         assert torch.allclose(model(x).softmax(1), expected, atol=1e-6)
         save_checkpoint(model, cfg, tmp_path / "ens.safetensors")
         assert torch.allclose(load_checkpoint(tmp_path / "ens.safetensors")[0](x).softmax(1), expected, atol=1e-6)
+
+
+def test_runs_that_make_no_registered_ensemble_are_refused(tmp_path) -> None:
+    from fer_core.checkpoint import save_checkpoint
+    from fer_core.ship import build_model
+
+    for i, arch in enumerate(("paper", "fernet_s")):
+        save_checkpoint(create_model(arch), ModelConfig(arch), tmp_path / f"run{i}" / "model.safetensors")
+    with pytest.raises(ValueError, match="no ensemble architecture is made of paper \\+ fernet_s"):
+        build_model([tmp_path / "run0", tmp_path / "run1"])

@@ -11,9 +11,10 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from fer_core import EMOTIONS
+from fer_core import EMOTIONS, tta
 from fer_core.annotate import EMOTION_COLORS, draw_faces, rgb_color
 from fer_core.checkpoint import CheckpointError, save_checkpoint
 from fer_core.detect import DetectorSettings, expand_box, iou, suppress_overlaps
@@ -126,10 +127,11 @@ def test_one_batch_equals_one_by_one(rec):
     assert np.allclose(batch, single, atol=1e-2)
 
 
-def test_flip_tta_averages_the_mirror(rec):
+def test_tta_averages_the_views(rec):
     rng = np.random.default_rng(3)
     crops = np.stack([make_face(k, rng) for k in (1, 4)])
-    expected = (rec.classify(crops, tta=False) + rec.classify(crops[:, :, ::-1].copy(), tta=False)) / 2
+    views = tta.views(torch.from_numpy(crops).float().unsqueeze(1)).round().to(torch.uint8).squeeze(1).numpy()
+    expected = rec.classify(views, tta=False).reshape(tta.N_VIEWS, 2, -1).mean(0)
     assert np.allclose(rec.classify(crops, tta=True), expected, atol=1e-2)
     assert not np.allclose(rec.classify(crops, tta=True), rec.classify(crops, tta=False), atol=1e-4)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fer_core.checkpoint import CheckpointError, load_checkpoint, round_to_half, save_checkpoint
 from fer_core.data import load_split
 from fer_core.models import ModelConfig, create_model
 from fer_core.training import TrainConfig, TrainingError, train
@@ -62,6 +62,20 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     assert cfg.arch == "fernet_s" and (tmp_path / "m_config.json").is_file()
+
+
+def test_half_checkpoint_loads_exactly_the_rounded_model_at_half_the_size(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("fernet_s").eval()
+    full = save_checkpoint(model, ModelConfig("fernet_s"), tmp_path / "full.safetensors")
+    half = save_checkpoint(model, ModelConfig("fernet_s"), tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded, _ = load_checkpoint(half)
+    assert all(t.dtype == torch.float32 for t in loaded.state_dict().values() if t.is_floating_point())
+    round_to_half(model)
+    x = torch.rand(4, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
 
 
 def test_bad_weights_files_are_refused(tmp_path: Path) -> None:
