@@ -16,7 +16,10 @@ from fer_core.checkpoint import CheckpointError, resolve_weights
 from fer_core.paths import WEIGHTS_DIR, runs_dir
 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "model.safetensors"
-"""The shipped default: the fast model, good enough for photos and quick enough for live video."""
+"""The shipped default: the fast model, quick enough for live video on a laptop CPU."""
+
+ACCURATE_WEIGHTS = WEIGHTS_DIR / "accurate.safetensors"
+"""The shipped accurate model: slower (an ensemble), so the default only where nothing is live."""
 
 
 def shipped_models() -> dict[str, Path]:
@@ -40,6 +43,18 @@ def active_weights() -> Path:
         return DEFAULT_WEIGHTS  # a missing, corrupt or dangling pointer falls back to the default
 
 
+def accurate_weights() -> Path:
+    """What photos, reports and the CLIs use by default.
+
+    A promoted run or ``FER_WEIGHTS`` is the user's explicit choice and wins everywhere;
+    otherwise photos and reports can afford the slower shipped accurate model.
+    """
+    active = active_weights()
+    if active == DEFAULT_WEIGHTS and ACCURATE_WEIGHTS.is_file():
+        return ACCURATE_WEIGHTS
+    return active
+
+
 def set_active(weights: str | os.PathLike) -> Path:
     """Promote a checkpoint (file or run folder); refuses anything that does not load."""
     from fer_core.checkpoint import load_checkpoint
@@ -55,8 +70,8 @@ def reset_active() -> None:
 
 
 def model_choices() -> dict[str, Path]:
-    """What a page offers in its model picker: the active model first, then every shipped one."""
-    active = active_weights()
-    choices = {f"active ({active.stem if active.parent == WEIGHTS_DIR else active.parent.name})": active}
-    choices.update({name: path for name, path in shipped_models().items() if path != active})
+    """What the photo page offers in its model picker: its default first, then every shipped one."""
+    first = accurate_weights()
+    choices = {f"default ({first.stem if first.parent == WEIGHTS_DIR else first.parent.name})": first}
+    choices.update({name: path for name, path in shipped_models().items() if path != first})
     return choices

@@ -104,19 +104,22 @@ def evaluate(model: nn.Module, split: Split, tta: bool = False, precision: str =
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fer_core.active import accurate_weights
     from fer_core.checkpoint import CheckpointError, load_checkpoint
     from fer_core.data import DatasetError, load_split
-    from fer_core.paths import WEIGHTS_DIR, default_data_path
+    from fer_core.paths import default_data_path
 
     ap = argparse.ArgumentParser(prog="python -m fer_core.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="FER-2013 folder or fer2013.csv (default: $FER_DATA or data/fer2013)")
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ap.add_argument("--weights", default=str(WEIGHTS_DIR / "model.safetensors"),
-                    help="a .safetensors file or a run folder (default: the shipped model)")
+    ap.add_argument("--weights", default=None,
+                    help="a .safetensors file or a run folder (default: the promoted run if any, else the shipped "
+                         "accurate model, else the shipped fast model)")
     ap.add_argument("--tta", action="store_true",
                     help="test-time augmentation: average 14 shifted, zoomed and mirrored views of each face")
     ap.add_argument("--json", default=None, help="also write the metrics as JSON here")
     args = ap.parse_args(argv)
+    args.weights = args.weights or str(accurate_weights())
     try:
         model, cfg = load_checkpoint(args.weights)
         split = load_split(args.data or default_data_path(), args.split)

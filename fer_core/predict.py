@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_core.active import accurate_weights
 from fer_core.detect import DetectorSettings, to_gray
 from fer_core.imageio import IMAGE_TYPES, ImageError, decode_image
 from fer_core.recognizer import Face, Recognizer
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     fmt = ap.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     fmt.add_argument("--csv", action="store_true", help="one CSV row per face (images without a face get none)")
-    ap.add_argument("--weights", default=None, help="a .safetensors file or run folder (default: the active model)")
+    ap.add_argument("--weights", default=None,
+                    help="a .safetensors file or run folder (default: the promoted run, else the shipped "
+                         "accurate model)")
     ap.add_argument("--tta", action="store_true",
                     help="test-time augmentation: average 14 shifted, zoomed and mirrored views")
     whole = ap.add_mutually_exclusive_group()
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from fer_core.checkpoint import CheckpointError
 
     try:
-        rec = Recognizer.load(args.weights, tta=args.tta)
+        rec = Recognizer.load(args.weights or accurate_weights(), tta=args.tta)
         settings = DetectorSettings(min_size=args.min_size, min_neighbors=args.min_neighbors)
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,9 +1,11 @@
 """Home: what the app does, which model is answering, and where to go next."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from fer_core import EMOTIONS
-from fer_core.active import active_weights, shipped_models
+from fer_core.active import accurate_weights, active_weights, shipped_models
 from fer_core.app_settings import training_allowed
 from fer_core.model_card import load_card
 
@@ -16,12 +18,14 @@ st.markdown(
     "(Bodapati et al.), which reached 65% — and much further."
 )
 
-weights = active_weights()
-card = load_card(weights)
-st.subheader("Active model")
-if card is None:
-    st.warning(f"No model card for `{weights}`. Train one on the Training page or with `python train.py`.")
-else:
+
+
+def show_model(title: str, weights: Path) -> None:
+    card = load_card(weights)
+    st.subheader(title)
+    if card is None:
+        st.warning(f"No model card for `{weights}`. Train one on the Training page or with `python train.py`.")
+        return
     test = card.get("test", {})
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Architecture", card.get("arch", "?"))
@@ -30,6 +34,14 @@ else:
     c4.metric("Parameters", f"{card['params'] / 1e6:.2f} M" if card.get("params") else "—")
     st.caption(f"Weights: `{weights}` · trained {card.get('date', 'in a run')} · "
                f"scored on {test.get('n', '?')} images of the {test.get('split', 'test')} split")
+
+
+live, accurate = active_weights(), accurate_weights()
+if live == accurate:
+    show_model("Active model", live)
+else:
+    show_model("Photos and reports", accurate)
+    show_model("Live video (webcam, video files)", live)
 
 shipped = {name: load_card(path) for name, path in shipped_models().items()}
 rows = [{"model": name, "architecture": c["arch"], "test accuracy": f"{c['test']['accuracy'] * 100:.1f}%",

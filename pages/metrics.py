@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from fer_core import EMOTIONS
-from fer_core.active import active_weights, shipped_models
+from fer_core.active import accurate_weights, shipped_models
 from fer_core.calibration import reliability
 from fer_core.checkpoint import CheckpointError
 from fer_core.data import DatasetError, Split, available_splits, load_split
@@ -48,7 +48,7 @@ def finished_runs() -> dict[str, Path]:
 
 
 def model_choices() -> dict[str, Path]:
-    """Label -> weights file: the active model first, then the shipped ones, then finished runs."""
+    """Label -> weights file: the default for reports first, then the shipped ones, then finished runs."""
     choices: dict[str, Path] = {}
     seen: set[Path] = set()
 
@@ -58,8 +58,8 @@ def model_choices() -> dict[str, Path]:
             seen.add(key)
             choices[label] = path
 
-    active = active_weights()
-    add(f"active model ({active.parent.name}/{active.name})", active)
+    first = accurate_weights()
+    add(f"default ({first.parent.name}/{first.name})", first)
     for name, path in shipped_models().items():
         add(f"shipped: {name}", path)
     for name, path in finished_runs().items():

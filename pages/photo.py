@@ -35,8 +35,9 @@ settings = DetectorSettings(scale_factor=scale_factor, min_neighbors=min_neighbo
                             max_side=max_side, margin=margin)
 
 choices = model_choices()
-model_name = st.selectbox("Model", list(choices), help="The active model answers by default; the shipped models "
-                          "are listed too (e.g. the accurate ensemble, or the paper's CNN for comparison).")
+model_name = st.selectbox("Model", list(choices), help="By default the shipped accurate model answers (or the run you "
+                          "promoted on the Training page); the fast live-video model and the paper's CNN are "
+                          "listed too, for comparison.")
 try:
     rec = Recognizer.load(choices[model_name], tta=tta)
 except CheckpointError as exc:

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from fer_core.active import DEFAULT_WEIGHTS, active_weights
+from fer_core.active import DEFAULT_WEIGHTS, accurate_weights, active_weights
 from fer_core.app_settings import AppSettings, SettingsError, load_settings
 from fer_core.checkpoint import CheckpointError
 from fer_core.models import describe, list_models
@@ -273,11 +273,15 @@ def promote_section(runs: list[Run]) -> None:
     if c2.button("Restore shipped default", key="restore"):
         try:
             restore_default()
-            st.success(f"Every page now uses the shipped model `{DEFAULT_WEIGHTS}`.")
+            st.success("Every page now uses the shipped models again.")
         except OSError as exc:
             st.error(f"Could not restore the default: {exc}")
     weights = active_weights()
-    current.caption(f"Every page uses `{weights}`" + (" (the shipped default)." if weights == DEFAULT_WEIGHTS else "."))
+    if weights == DEFAULT_WEIGHTS:
+        current.caption(f"Live video uses the shipped fast model `{weights}`; photos and reports use "
+                        f"`{accurate_weights()}`.")
+    else:
+        current.caption(f"Every page uses `{weights}`.")
 
 
 # --------------------------------------------------------------------------- page

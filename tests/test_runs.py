@@ -178,6 +178,19 @@ def test_promote_finished_run_and_restore_default() -> None:
     assert active_weights() == DEFAULT_WEIGHTS
 
 
+def test_photos_use_the_accurate_model_unless_the_user_promoted_one(tmp_path, monkeypatch) -> None:
+    import fer_core.active as active
+
+    monkeypatch.setattr(active, "ACCURATE_WEIGHTS", tmp_path / "accurate.safetensors")
+    assert active.accurate_weights() == DEFAULT_WEIGHTS  # none shipped: the fast model everywhere
+    (tmp_path / "accurate.safetensors").write_bytes(b"")
+    assert active.accurate_weights() == tmp_path / "accurate.safetensors"
+    assert active_weights() == DEFAULT_WEIGHTS  # live video keeps the fast one
+    done = fake_run("mine", "finished")
+    runs.promote(done)
+    assert active.accurate_weights() == active_weights() == (done / "model.safetensors").resolve()
+
+
 @pytest.mark.parametrize("status", ["running", "cancelled", "failed"])
 def test_promote_refuses_unfinished_runs(status: str) -> None:
     run = fake_run(f"r-{status}", status, pid=dead_pid() if status == "running" else None)
