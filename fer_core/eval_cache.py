@@ -25,7 +25,7 @@ from fer_core.data import Split
 from fer_core.evaluate import Evaluation, evaluate
 from fer_core.paths import cache_dir
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: TTA became the 14 views of fer_core.tta (was the mirror only)
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 
 

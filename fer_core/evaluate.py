@@ -8,6 +8,7 @@ the app's metrics page, so every number the project shows comes from one place.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 
@@ -103,10 +104,23 @@ def evaluate(model: nn.Module, split: Split, tta: bool = False, precision: str =
     return Evaluation(probs=probs, labels=split.labels.numpy(), tta=tta)
 
 
+def load_eval_split(data: str | os.PathLike, name: str, seed: int = 0) -> Split:
+    """A split of the data; "val" without a val split is the slice of train/ that training
+    with this seed held out (same cleaning, same stratified draw), which is where
+    checkpoints and ensembles are chosen, never on test/."""
+    from fer_core.data import available_splits, load_split
+
+    if name == "val" and "val" not in available_splits(data):
+        from fer_core.training import TrainConfig, prepare_data
+
+        return prepare_data(TrainConfig(data=str(data), seed=seed)).val
+    return load_split(data, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     from fer_core.active import accurate_weights
     from fer_core.checkpoint import CheckpointError, load_checkpoint
-    from fer_core.data import DatasetError, load_split
+    from fer_core.data import DatasetError
     from fer_core.paths import default_data_path
 
     ap = argparse.ArgumentParser(prog="python -m fer_core.evaluate", description=__doc__.split("\n\n")[0])
@@ -117,18 +131,23 @@ def main(argv: list[str] | None = None) -> int:
                          "accurate model, else the shipped fast model)")
     ap.add_argument("--tta", action="store_true",
                     help="test-time augmentation: average 14 shifted, zoomed and mirrored views of each face")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="with --split val on data without a val split: the slice of train/ that "
+                         "`train.py --seed N` held out for validation")
     ap.add_argument("--json", default=None, help="also write the metrics as JSON here")
     args = ap.parse_args(argv)
     args.weights = args.weights or str(accurate_weights())
+    data = args.data or default_data_path()
     try:
         model, cfg = load_checkpoint(args.weights)
-        split = load_split(args.data or default_data_path(), args.split)
-    except (DatasetError, CheckpointError) as exc:
+        split = load_eval_split(data, args.split, args.seed)
+    except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.manual_seed(0)
     result = evaluate(model, split, tta=args.tta)
-    print(f"model {args.weights} ({cfg.arch}) on {args.split} of {args.data or default_data_path()}")
+    print(f"model {args.weights} ({cfg.arch}) on {split.name} of {data}"
+          + (f" (validation slice of train/ for seed {args.seed})" if split.name == "val" else ""))
     print(result.format())
     if args.json:
         from fer_core.atomic import write_json

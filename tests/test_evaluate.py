@@ -40,3 +40,15 @@ def test_cli_prints_report_and_writes_json(folder_data: Path, tmp_path: Path, ca
 def test_cli_reports_bad_paths_without_traceback(folder_data: Path, tmp_path: Path, capsys) -> None:
     assert main(["--data", str(folder_data), "--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "error: no weights file" in capsys.readouterr().err
+
+
+def test_cli_val_is_the_slice_training_held_out(folder_data: Path, tmp_path: Path, capsys) -> None:
+    from fer_core.training import TrainConfig, prepare_data
+
+    weights = save_checkpoint(create_model("tiny"), ModelConfig("tiny"), tmp_path / "m.safetensors")
+    out = tmp_path / "val.json"
+    assert main(["--data", str(folder_data), "--split", "val", "--seed", "3", "--weights", str(weights),
+                 "--json", str(out)]) == 0
+    assert "validation slice of train/ for seed 3" in capsys.readouterr().out
+    held_out = prepare_data(TrainConfig(data=str(folder_data), seed=3)).val
+    assert json.loads(out.read_text())["n"] == len(held_out) > 0
