@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--clean", action=argparse.BooleanOptionalAction, default=d.clean,
                     help="drop blank, duplicate and leaked training images")
     ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--val-seed", type=int, default=d.val_seed,
+                    help="draw the validation slice with this seed instead of --seed, so that networks trained "
+                         "with different seeds for one ensemble are all validated on the same held-out images")
     ap.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     ap.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
     ap.add_argument("--out", default=d.out, help="run folder (default: runs/<time>-<arch>-<optimizer>-lr<lr>)")

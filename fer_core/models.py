@@ -182,6 +182,9 @@ register_ensemble("fernet_s_x2", ("fernet_s", "fernet_s"),
                   "Ours: two fernet_s trained with different seeds, probabilities averaged.")
 register_ensemble("fernet_ms", ("fernet_m", "fernet_s"),
                   "Ours, accurate: a fernet_m and a fernet_s trained on the same split, probabilities averaged.")
+register_ensemble("fernet_mss", ("fernet_m", "fernet_s", "fernet_s"),
+                  "Ours, accurate: a fernet_m and two fernet_s (different seeds) validated on the same slice, "
+                  "probabilities averaged.")
 
 
 @register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")

@@ -64,6 +64,7 @@ class TrainConfig:
     subset: int | None = None  # images per class, for short runs
     clean: bool = True
     seed: int = 0
+    val_seed: int | None = None  # which validation slice; None = seed. Ensemble members share one.
     device: str = "auto"
     precision: str = "auto"
     out: str | None = None
@@ -87,6 +88,8 @@ class TrainConfig:
             problems.append(f"weight decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"label smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.val_seed is not None and not isinstance(self.val_seed, int):
+            problems.append(f"validation seed must be a whole number, got {self.val_seed}")
         if not 0 < self.val_fraction < 1:
             problems.append(f"validation fraction must lie strictly between 0 and 1, got {self.val_fraction}")
         if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
@@ -129,7 +132,7 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     if cfg.clean:
         train, report = clean_train(train, [s for s in (val, test) if s is not None])
     if val is None:
-        train, val = stratified_split(train, cfg.val_fraction, cfg.seed)
+        train, val = stratified_split(train, cfg.val_fraction, cfg.seed if cfg.val_seed is None else cfg.val_seed)
     if cfg.subset:
         train = per_class_subset(train, cfg.subset, cfg.seed)
         val = per_class_subset(val, max(1, cfg.subset // 4), cfg.seed)
