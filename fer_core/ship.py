@@ -69,6 +69,8 @@ def card_markdown(card: dict) -> str:
         + " (validation = stratified slice of train/, per trained network)",
         f"- Data: train hash `{card['data']['train_hash']}` ({card['data']['train']} images after cleaning), "
         f"test hash `{card['data']['test_hash']}`",
+        *([f"- Validation slice of train/ (n={v['n']}, where choices were made): {v['accuracy'] * 100:.2f}% "
+            f"({v['tta_accuracy'] * 100:.2f}% with TTA)"] if (v := card.get("val")) else []),
         f"- **Test (FER-2013 PublicTest, n={t['n']})**: accuracy **{t['accuracy'] * 100:.2f}%**, macro-F1 "
         f"**{t['macro_f1']:.4f}** (no TTA); with TTA (14 views) {tt['accuracy'] * 100:.2f}% / {tt['macro_f1']:.4f}",
         f"- Evaluate: `{card['eval_command']}`",
@@ -106,6 +108,22 @@ def build_model(runs: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
     return model.eval(), ModelConfig(arch)
 
 
+def validation_scores(model: torch.nn.Module, configs: list[dict], data: str) -> dict | None:
+    """Accuracy on the validation slice every member held out, where an ensemble or TTA is
+    chosen; None when the members were validated on different slices (no honest figure)."""
+    from fer_core.training import TrainConfig, prepare_data
+
+    if len({c["data"]["val_hash"] for c in configs}) != 1:
+        return None
+    cfg = TrainConfig.from_dict({**configs[0]["train"], "data": data})
+    val = prepare_data(cfg).val
+    if val.content_hash() != configs[0]["data"]["val_hash"]:
+        return None  # different data than the runs saw
+    plain, tta = evaluate(model, val), evaluate(model, val, tta=True)
+    return {"n": plain.n, "accuracy": plain.accuracy, "macro_f1": plain.metrics()["macro_f1"],
+            "tta_accuracy": tta.accuracy, "tta_macro_f1": tta.metrics()["macro_f1"]}
+
+
 def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) -> dict:
     model, cfg = build_model(runs)
     round_to_half(model)  # measure exactly what the float16 file below will hold
@@ -122,6 +140,7 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
         "train_minutes": sum(float(row["seconds"]) for h in histories for row in h) / 60,
         "hardware": hardware, "val_acc": [max(float(row["val_acc"]) for row in h) for h in histories],
         "eval_command": f"python -m fer_core.evaluate --data {data} --split test --weights weights/{name}.safetensors",
+        "val": validation_scores(model, configs, data),
         "test": {"split": "test", **plain.metrics()}, "test_tta": {"split": "test", **tta.metrics()},
         "latency": measure_latency(model),
         "eval_seconds": round(time.perf_counter() - t0, 1),
