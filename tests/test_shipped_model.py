@@ -21,7 +21,16 @@ def test_the_default_model_is_shipped_with_its_card() -> None:
     assert (WEIGHTS_DIR / "model.safetensors").is_file()
     card = json.loads((WEIGHTS_DIR / "model.json").read_text())
     assert card["test"]["n"] == 3589 and card["params"] > 0 and card["latency"]["latency_b1_ms"] > 0
-    assert (WEIGHTS_DIR / "model.safetensors").stat().st_size < 20 * 1024 * 1024
+    assert all(p.stat().st_size < 20 * 1024 * 1024 for p in shipped_models().values())  # fits in git
+
+
+def test_photos_default_to_the_accurate_model_and_it_is_more_accurate() -> None:
+    from fer_core.active import ACCURATE_WEIGHTS, accurate_weights
+
+    assert accurate_weights() == ACCURATE_WEIGHTS
+    fast, accurate = (json.loads(p.with_suffix(".json").read_text())["test"]["accuracy"]
+                      for p in (WEIGHTS_DIR / "model.safetensors", ACCURATE_WEIGHTS))
+    assert accurate > fast
 
 
 @pytest.mark.parametrize("name", sorted(shipped_models()))
