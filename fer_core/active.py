@@ -32,15 +32,19 @@ def _pointer() -> Path:
     return runs_dir() / "active.json"
 
 
-def active_weights() -> Path:
-    """``FER_WEIGHTS`` if set, else the promoted run, else the shipped default."""
+def _user_choice() -> Path | None:
+    """``FER_WEIGHTS`` if set, else the promoted run, else None (the shipped models apply)."""
     if os.environ.get("FER_WEIGHTS"):
         return Path(os.environ["FER_WEIGHTS"])
     try:
-        chosen = Path(json.loads(_pointer().read_text())["weights"])
-        return resolve_weights(chosen)
+        return resolve_weights(Path(json.loads(_pointer().read_text())["weights"]))
     except (OSError, ValueError, KeyError, TypeError, CheckpointError):
-        return DEFAULT_WEIGHTS  # a missing, corrupt or dangling pointer falls back to the default
+        return None  # a missing, corrupt or dangling pointer falls back to the shipped models
+
+
+def active_weights() -> Path:
+    """What live video uses: the user's choice, else the shipped fast default."""
+    return _user_choice() or DEFAULT_WEIGHTS
 
 
 def accurate_weights() -> Path:
@@ -49,10 +53,10 @@ def accurate_weights() -> Path:
     A promoted run or ``FER_WEIGHTS`` is the user's explicit choice and wins everywhere;
     otherwise photos and reports can afford the slower shipped accurate model.
     """
-    active = active_weights()
-    if active == DEFAULT_WEIGHTS and ACCURATE_WEIGHTS.is_file():
+    chosen = _user_choice()
+    if chosen is None and ACCURATE_WEIGHTS.is_file():
         return ACCURATE_WEIGHTS
-    return active
+    return chosen or DEFAULT_WEIGHTS
 
 
 def set_active(weights: str | os.PathLike) -> Path:

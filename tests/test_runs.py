@@ -186,6 +186,9 @@ def test_photos_use_the_accurate_model_unless_the_user_promoted_one(tmp_path, mo
     (tmp_path / "accurate.safetensors").write_bytes(b"")
     assert active.accurate_weights() == tmp_path / "accurate.safetensors"
     assert active_weights() == DEFAULT_WEIGHTS  # live video keeps the fast one
+    monkeypatch.setenv("FER_WEIGHTS", str(DEFAULT_WEIGHTS))  # an explicit choice, even of the fast one, wins
+    assert active.accurate_weights() == active_weights() == DEFAULT_WEIGHTS
+    monkeypatch.delenv("FER_WEIGHTS")
     done = fake_run("mine", "finished")
     runs.promote(done)
     assert active.accurate_weights() == active_weights() == (done / "model.safetensors").resolve()
