@@ -53,10 +53,7 @@ def accurate_weights() -> Path:
     A promoted run or ``FER_WEIGHTS`` is the user's explicit choice and wins everywhere;
     otherwise photos and reports can afford the slower shipped accurate model.
     """
-    chosen = _user_choice()
-    if chosen is None and ACCURATE_WEIGHTS.is_file():
-        return ACCURATE_WEIGHTS
-    return chosen or DEFAULT_WEIGHTS
+    return _user_choice() or (ACCURATE_WEIGHTS if ACCURATE_WEIGHTS.is_file() else DEFAULT_WEIGHTS)
 
 
 def set_active(weights: str | os.PathLike) -> Path:

@@ -132,7 +132,8 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     if cfg.clean:
         train, report = clean_train(train, [s for s in (val, test) if s is not None])
     if val is None:
-        train, val = stratified_split(train, cfg.val_fraction, cfg.seed if cfg.val_seed is None else cfg.val_seed)
+        val_seed = cfg.seed if cfg.val_seed is None else cfg.val_seed
+        train, val = stratified_split(train, cfg.val_fraction, val_seed)
     if cfg.subset:
         train = per_class_subset(train, cfg.subset, cfg.seed)
         val = per_class_subset(val, max(1, cfg.subset // 4), cfg.seed)
