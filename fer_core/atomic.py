@@ -59,3 +59,10 @@ def read_json(path: str | os.PathLike) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def remove_orphaned_temps(folder: Path) -> None:
+    """Delete the temp files of writes whose process was killed mid-write (``write_atomic``
+    never got to move or remove them). Only safe once no process writes into ``folder``."""
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)

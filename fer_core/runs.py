@@ -33,7 +33,7 @@ from pathlib import Path
 
 from fer_core.active import reset_active, set_active
 from fer_core.app_settings import AppSettings, load_settings
-from fer_core.atomic import read_json, write_json
+from fer_core.atomic import read_json, remove_orphaned_temps, write_json
 from fer_core.paths import PROJECT_ROOT, runs_dir
 from fer_core.training import TrainConfig, TrainingError, make_run_dir
 
@@ -234,7 +234,10 @@ def load_run(path: Path) -> Run:
         mtime = path.stat().st_mtime
     except OSError:
         mtime = 0.0
-    return Run(path=path, status=resolve_status(progress, path), progress=progress,
+    status = resolve_status(progress, path)
+    if status == "interrupted":
+        remove_orphaned_temps(path)  # its worker is gone: a kill mid-write leaves only a temp file
+    return Run(path=path, status=status, progress=progress,
                config=config, metrics=read_json(path / "metrics.json"),
                started=_timestamp(progress.get("started"), mtime))
 
