@@ -1,6 +1,7 @@
 """Train a FER-2013 model from the command line.
 
     python train.py --data ../shared/fer2013 --arch paper --optimizer amsgrad --lr 0.01 --epochs 1 --subset 200
+    python train.py --resume runs/<run>      # continue an interrupted run where it stopped
 
 The same ``fer_core.training.train`` runs behind the app's training page; this file only
 turns flags into a ``TrainConfig``. Every default lives in ``TrainConfig``.
@@ -12,12 +13,15 @@ import argparse
 import sys
 
 from fer_core.models import list_models
-from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError, train
+from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError, resume, train
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
+def parse_args(argv: list[str] | None = None) -> TrainConfig | str:
+    """A new run's config, or the folder of a run to resume."""
     d = TrainConfig()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--resume", metavar="RUN", help="continue this interrupted or cancelled run from its last "
+                                                    "finished epoch, with its own saved settings (give no others)")
     ap.add_argument("--data", default=d.data,
                     help="FER-2013 folder or fer2013.csv (default: $FER_DATA or data/fer2013)")
     ap.add_argument("--arch", default=d.arch, choices=list_models())
@@ -42,13 +46,20 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     ap.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
     ap.add_argument("--out", default=d.out, help="run folder (default: runs/<time>-<arch>-<optimizer>-lr<lr>)")
-    return TrainConfig(**vars(ap.parse_args(argv)))
+    args = vars(ap.parse_args(argv))
+    run = args.pop("resume")
+    if run is None:
+        return TrainConfig(**args)
+    changed = sorted("--" + k.replace("_", "-") for k, v in args.items() if v != getattr(d, k))
+    if changed:
+        ap.error(f"--resume takes the run's own settings; drop {', '.join(changed)}")
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
-        out = train(cfg)
+        out = resume(cfg) if isinstance(cfg, str) else train(cfg)
     except (ValueError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -189,9 +189,10 @@ register_ensemble("fernet_mss", ("fernet_m", "fernet_s", "fernet_s"),
 
 @register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")
 def tiny(num_classes: int) -> nn.Module:
+    """Has BatchNorm and dropout like the real networks, so tests exercise their state and randomness."""
     return nn.Sequential(
         Normalize(), *conv_bn_relu(1, 8), nn.MaxPool2d(4), *conv_bn_relu(8, 16), nn.MaxPool2d(4),
-        nn.Flatten(), nn.Linear(16 * 3 * 3, num_classes),
+        nn.Flatten(), nn.Dropout(0.1), nn.Linear(16 * 3 * 3, num_classes),
     )
 
 

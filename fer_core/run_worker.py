@@ -1,6 +1,7 @@
 """The process behind a run launched from the app (see ``fer_core.runs``).
 
     python -m fer_core.run_worker RUN_FOLDER/launch.json      (or an inline JSON object)
+    python -m fer_core.run_worker --resume RUN_FOLDER         (continue a stopped run)
 
 It builds the ``TrainConfig``, runs the very same ``fer_core.training.train`` as ``train.py``,
 and turns SIGTERM (the app's Cancel) into the loop's ``should_stop``, so a cancelled run ends
@@ -29,7 +30,7 @@ from pathlib import Path  # noqa: E402
 
 from fer_core.atomic import write_json  # noqa: E402
 from fer_core.runs import release_lock  # noqa: E402
-from fer_core.training import TrainConfig, TrainingError, train  # noqa: E402
+from fer_core.training import TrainConfig, TrainingError, resume, train  # noqa: E402
 
 
 def load_config(arg: str) -> TrainConfig:
@@ -60,8 +61,9 @@ def _mark_ended(out: str | None, message: str, status: str = "failed") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m fer_core.run_worker CONFIG_JSON", file=sys.stderr)
+    resuming = len(argv) == 2 and argv[0] == "--resume"
+    if len(argv) != 1 and not resuming:
+        print("usage: python -m fer_core.run_worker CONFIG_JSON | --resume RUN_FOLDER", file=sys.stderr)
         return 2
 
     def log(message: str) -> None:
@@ -69,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg: TrainConfig | None = None
     try:
+        if resuming:
+            if STOP.is_set():
+                log("cancelled before training resumed")
+                return 0
+            out = resume(argv[1], log=log, should_stop=STOP.is_set, show_bar=False)
+            log(f"run folder: {out}")
+            return 0
         cfg = load_config(argv[0])
         if STOP.is_set():
             log("cancelled before training started")

@@ -1,4 +1,4 @@
-"""The app's run manager: list runs, start one in the background, cancel it, promote it.
+"""The app's run manager: list runs, start one in the background, cancel it, resume it, promote it.
 
 A run started from the browser is an ordinary ``fer_core.training.train`` job in its own
 process (``python -m fer_core.run_worker``), detached into its own session so that it
@@ -35,6 +35,7 @@ from fer_core.active import reset_active, set_active
 from fer_core.app_settings import AppSettings, load_settings
 from fer_core.atomic import read_json, remove_orphaned_temps, write_json
 from fer_core.paths import PROJECT_ROOT, runs_dir
+from fer_core.resume import STATE_FILE
 from fer_core.training import TrainConfig, TrainingError, make_run_dir
 
 LOCK_NAME = "launcher.lock"
@@ -199,6 +200,11 @@ class Run:
         return (self.path / "model.safetensors").is_file()
 
     @property
+    def resumable(self) -> bool:
+        """Stopped after at least one finished epoch, so it can go on from there."""
+        return self.status in ("cancelled", "interrupted", "failed") and (self.path / STATE_FILE).is_file()
+
+    @property
     def launched(self) -> bool:
         """Started by this launcher (so it may be cancelled from the app)."""
         return (self.path / LAUNCH_NAME).is_file()
@@ -309,25 +315,55 @@ def start_run(cfg: TrainConfig, settings: AppSettings | None = None) -> Path:
             _check_space(out)
             try:
                 write_json(out / LAUNCH_NAME, asdict(cfg))
-                log = open(out / LOG_NAME, "ab")  # handed to the child, closed below
             except OSError as exc:
                 raise TrainingError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
-            with log:
-                try:
-                    proc = subprocess.Popen([sys.executable, "-m", "fer_core.run_worker", str(out / LAUNCH_NAME)],
-                                            cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-                except OSError as exc:
-                    raise TrainingError(f"cannot start the training process: {exc}") from None
-            try:
-                write_json(lock_path(), {"pid": proc.pid, "run": str(out), "state": "running", "since": _now()})
-            except OSError as exc:
-                proc.terminate()  # never leave a run going that the lock does not name
-                raise TrainingError(f"cannot write the launcher lock {lock_path()}: {exc.strerror or exc}") from None
+            _spawn_worker(out, [str(out / LAUNCH_NAME)])
         except BaseException:
             release_lock(os.getpid())
             raise
     return out
+
+
+def resume_run(run: Path, settings: AppSettings | None = None) -> Path:
+    """Continue a stopped run in the background from its last finished epoch (see ``training.resume``),
+    under the same one-run lock as ``start_run``."""
+    info = load_run(Path(run))
+    if not info.resumable:
+        why = "it has finished" if info.status == "finished" else (
+            f"it is {info.status}" if info.status in ACTIVE_STATES else "it has no saved state after an epoch")
+        raise RunError(f"{info.name} cannot be resumed: {why}")
+    problems = (settings or load_settings()).check(int(info.config.get("epochs", 0)), info.config.get("subset"))
+    if problems:
+        raise ValueError("; ".join(problems))
+    with _start_mutex:
+        _acquire({"pid": os.getpid(), "run": None, "state": "starting", "since": _now()})
+        try:
+            _check_space(info.path)
+            _spawn_worker(info.path, ["--resume", str(info.path)])
+        except BaseException:
+            release_lock(os.getpid())
+            raise
+    return info.path
+
+
+def _spawn_worker(out: Path, args: list[str]) -> None:
+    """Start the detached worker, logging into the run folder, and hand it the lock."""
+    try:
+        log = open(out / LOG_NAME, "ab")  # handed to the child, closed below
+    except OSError as exc:
+        raise TrainingError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
+    with log:
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "fer_core.run_worker", *args],
+                                    cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise TrainingError(f"cannot start the training process: {exc}") from None
+    try:
+        write_json(lock_path(), {"pid": proc.pid, "run": str(out), "state": "running", "since": _now()})
+    except OSError as exc:
+        proc.terminate()  # never leave a run going that the lock does not name
+        raise TrainingError(f"cannot write the launcher lock {lock_path()}: {exc.strerror or exc}") from None
 
 
 def cancel_run(run: Path | None = None, wait_s: float = 0.0) -> int:

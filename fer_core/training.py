@@ -4,8 +4,9 @@ the optimizer study alike. The whole loop is in ``fit`` below.
 A run is a folder: ``config.json`` (everything needed to reproduce it, seed and data hash
 included), ``history.csv``, ``progress.json`` (what the app polls), ``model.safetensors``
 (best validation epoch), ``metrics.json`` + ``report.txt`` on the test split, and
-``cleaning.json``. Every file is written atomically, so killing the process at any moment
-leaves the previous best model intact.
+``cleaning.json``, and while it trains ``resume.safetensors`` (see ``fer_core.resume``), from
+which ``resume(run)`` continues an interrupted run. Every file is written atomically, so
+killing the process at any moment leaves the previous best model intact.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_core import EMOTIONS
-from fer_core.atomic import write_json, write_text
+from fer_core.atomic import read_json, write_json, write_text
 from fer_core.augment import augment_batch
 from fer_core.checkpoint import save_checkpoint
 from fer_core.cleaning import CleaningReport, clean_train
@@ -34,6 +35,7 @@ from fer_core.device import autocast, resolve_device, resolve_precision
 from fer_core.evaluate import evaluate
 from fer_core.models import ModelConfig, count_params, create_model, list_models
 from fer_core.paths import default_data_path, runs_dir
+from fer_core.resume import ResumeState, clear_state, load_state, restore, save_state
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "amsgrad", "adamw", "rmsprop", "adagrad", "adadelta", "nadam")
 SCHEDULES = ("none", "cosine", "onecycle", "plateau")
@@ -178,9 +180,9 @@ class RunWriter:
 
     HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, history: list[dict] | None = None) -> None:
         self.out = out
-        self.history: list[dict] = []
+        self.history: list[dict] = history or []
         self.progress: dict = {"status": "starting", "pid": os.getpid(), "started": _now()}
         self._last_progress_write = 0.0
 
@@ -248,8 +250,56 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     return out
 
 
+def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Callable[[], bool] = lambda: False,
+           show_bar: bool = True) -> Path:
+    """Continue an interrupted or cancelled run from its last finished epoch, with the settings it
+    was started with, so it ends as it would have without the interruption."""
+    from fer_core.runs import pid_alive, read_history
+
+    out = Path(out)
+    saved, progress = read_json(out / "config.json"), read_json(out / "progress.json")
+    if not saved and not progress:
+        raise TrainingError(f"{out} is not a run folder")
+    if progress.get("status") == "finished":
+        raise TrainingError(f"{out} has already finished; there is nothing to resume")
+    if progress.get("status") in ("starting", "preparing", "running") and pid_alive(progress.get("pid")):
+        raise TrainingError(f"{out} is still training (PID {progress.get('pid')})")
+    try:
+        state = load_state(out)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    if state is None:
+        raise TrainingError(f"{out} has no saved training state: it stopped before finishing its first epoch "
+                            "(or was started before runs could be resumed); start it again instead")
+    if "train" not in saved:
+        raise TrainingError(f"{out}/config.json is missing or unreadable; the run cannot be resumed")
+    cfg = TrainConfig.from_dict({**saved["train"], "out": str(out)})
+    cfg.validate()
+    history = [{**row, "epoch": int(row["epoch"])} for row in read_history(out) if row["epoch"] <= state.epoch]
+    writer = RunWriter(out, history)
+    writer.progress["started"] = progress.get("started", writer.progress["started"])
+    writer.update_progress(force=True, status="preparing", resumed_from_epoch=state.epoch)
+    log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs} (best val acc so far {state.best_acc:.4f})")
+    try:
+        fit(cfg, out, writer, log, should_stop, show_bar, state=state, expected_data=saved.get("data"))
+    except Cancelled:
+        writer.update_progress(force=True, status="cancelled")
+        log(f"cancelled; the best checkpoint so far is kept in {out}")
+    except Exception as exc:
+        writer.update_progress(force=True, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return out
+
+
+def _data_summary(data: PreparedData) -> dict:
+    return {"train_hash": data.train.content_hash(), "val_hash": data.val.content_hash(),
+            "test_hash": data.test.content_hash() if data.test is not None else None,
+            "train": len(data.train), "val": len(data.val), "test": len(data.test or [])}
+
+
 def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], None],
-        should_stop: Callable[[], bool], show_bar: bool, data: PreparedData | None = None) -> None:
+        should_stop: Callable[[], bool], show_bar: bool, data: PreparedData | None = None,
+        state: ResumeState | None = None, expected_data: dict | None = None) -> None:
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -266,19 +316,27 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
     steps = len(data.train) // cfg.batch_size or 1
     opt = build_optimizer(cfg, model)
     sched, per_step = build_schedule(cfg, opt, steps)
-    write_json(out / "config.json", {
-        "train": asdict(cfg), "model": model_cfg.to_dict(), "params": count_params(model),
-        "device": str(device), "precision": precision, "torch": torch.__version__,
-        "data": {"train_hash": data.train.content_hash(), "val_hash": data.val.content_hash(),
-                 "test_hash": data.test.content_hash() if data.test is not None else None,
-                 "train": len(data.train), "val": len(data.val), "test": len(data.test or [])},
-    })
+    summary = _data_summary(data)
+    if expected_data is not None and any(summary[k] != expected_data.get(k) for k in ("train_hash", "val_hash")):
+        raise TrainingError(f"the images under {cfg.data} are not the ones this run started on "
+                            "(their hash differs); it cannot be resumed on them")
+    if state is None:
+        write_json(out / "config.json", {
+            "train": asdict(cfg), "model": model_cfg.to_dict(), "params": count_params(model),
+            "device": str(device), "precision": precision, "torch": torch.__version__, "data": summary,
+        })
     log(f"{cfg.arch}: {count_params(model):,} params | train {len(data.train)} val {len(data.val)} | "
         f"{device} {precision} | run folder {out}")
     images, labels = data.train.images.to(device), data.train.labels.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    best_acc, started = -1.0, time.monotonic()
-    for epoch in range(1, cfg.epochs + 1):
+    best_acc, started, first = -1.0, time.monotonic(), 1
+    if state is not None:
+        try:
+            restore(state, model, opt, sched, gen)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
+        best_acc, started, first = state.best_acc, started - state.elapsed_s, state.epoch + 1
+    for epoch in range(first, cfg.epochs + 1):
         model.train()
         t0, seen, loss_sum, correct = time.monotonic(), 0, 0.0, 0
         order = torch.randperm(len(images), generator=gen, device=device)[: steps * cfg.batch_size]
@@ -327,7 +385,10 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
             f"val loss {val_loss:.4f} acc {val.accuracy:.4f}{'  *best' if improved else ''}  "
             f"{row['seconds']:.0f}s ({seen / row['seconds']:.0f} img/s)")
         writer.update_progress(force=True, best_val_acc=best_acc)
+        save_state(out, epoch=epoch, best_acc=best_acc, elapsed_s=time.monotonic() - started, model=model,
+                   opt=opt, sched=sched, gen=gen)
     finish(out, data, writer, log, time.monotonic() - started)
+    clear_state(out)
 
 
 def finish(out: Path, data: PreparedData, writer: RunWriter, log: Callable[[str], None], seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""Training: launch a run in the background, watch it live, compare runs, promote one.
+"""Training: launch a run in the background, watch it live, resume a stopped one, compare runs, promote one.
 
 The page never trains anything itself: ``fer_core.runs`` starts a detached worker process
 and this page only reads run folders, so it stays responsive and a run survives the tab.
@@ -33,6 +33,7 @@ from fer_core.runs import (
     promote,
     read_history,
     restore_default,
+    resume_run,
     start_run,
 )
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
@@ -254,6 +255,28 @@ def runs_section(runs: list[Run]) -> None:
             st.plotly_chart(compare_figure([r for r in with_curves if r.name in picked]), key="compare-chart")
 
 
+def resume_section(runs: list[Run], settings: AppSettings) -> None:
+    stopped = [r for r in runs if r.resumable]
+    if not stopped:
+        return
+    st.subheader("Resume a stopped run")
+    names = [r.name for r in stopped]
+    c1, c2 = st.columns([3, 1])
+    choice = next(r for r in stopped if r.name == c1.selectbox("Stopped run", names, key="resume-run"))
+    done = len(read_history(choice.path))
+    c1.caption(f"{choice.status} after epoch {done} of {choice.config.get('epochs', '?')}: it goes on from there "
+               "with its own settings, and ends exactly as if it had never stopped.")
+    busy = current_lock()
+    if c2.button("Resume", key="resume", disabled=busy is not None):
+        try:
+            out = resume_run(choice.path, settings)
+        except (ValueError, RunError, TrainingError) as exc:
+            st.error(f"Not resumed: {exc}")
+        else:
+            st.session_state["watched"] = str(out)
+            st.rerun()
+
+
 def promote_section(runs: list[Run]) -> None:
     st.subheader("Active model")
     current = st.empty()
@@ -301,4 +324,5 @@ all_runs = list_runs()
 live_section(all_runs)
 launcher(settings, all_runs)
 runs_section(all_runs)
+resume_section(all_runs, settings)
 promote_section(all_runs)

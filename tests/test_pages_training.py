@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from fer_core import runs
 from fer_core.active import DEFAULT_WEIGHTS, active_weights
 from fer_core.paths import runs_dir
+from fer_core.resume import STATE_FILE
 from fer_core.study import Cell, StudyConfig, write_summary
 from fer_core.training import TrainConfig
 from tests.conftest import write_folder_dataset
@@ -91,7 +92,8 @@ def test_training_can_be_switched_off(tiny_data: Path, monkeypatch: pytest.Monke
 def test_runs_list_compare_and_promote(tiny_data: Path) -> None:
     done = fake_run("20260101-done", "finished", started="2026-01-01T00:00:00+00:00", test_acc=0.42,
                     best_val_acc=0.4)
-    fake_run("20260102-crashed", "running", pid=dead_pid(), started="2026-01-02T00:00:00+00:00")
+    crashed = fake_run("20260102-crashed", "running", pid=dead_pid(), started="2026-01-02T00:00:00+00:00")
+    (crashed / STATE_FILE).write_bytes(b"saved after epoch 1")
     fake_run("20260103-failed", "failed", started="2026-01-03T00:00:00+00:00", with_model=False,
              error="TrainingError: loss became nan")
     at = training_page()
@@ -108,6 +110,14 @@ def test_runs_list_compare_and_promote(tiny_data: Path) -> None:
     assert active_weights() == (done / "model.safetensors").resolve()
     at.button(key="restore").click().run()
     assert active_weights() == DEFAULT_WEIGHTS
+    assert at.selectbox(key="resume-run").options == ["20260102-crashed"]  # stopped after an epoch
+
+
+def test_no_resume_section_without_a_stopped_run(tiny_data: Path) -> None:
+    fake_run("20260101-done", "finished")
+    fake_run("20260103-failed", "failed", with_model=False)  # failed before its first epoch ended
+    at = training_page()
+    assert not [s for s in at.subheader if s.value == "Resume a stopped run"]
 
 
 @pytest.mark.slow

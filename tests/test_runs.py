@@ -268,6 +268,27 @@ def test_kill_9_leaves_a_consistent_state(tiny_data: Path) -> None:
     runs.cancel_run(again, wait_s=30)
 
 
+@pytest.mark.slow
+def test_a_killed_run_resumes_in_the_background_and_finishes(tiny_data: Path) -> None:
+    out = runs.start_run(tiny_cfg(tiny_data, epochs=60))
+    pid = runs.read_lock()["pid"]
+    wait_for(lambda: len(runs.read_history(out)) >= 2, 90, "two finished epochs")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not runs.pid_alive(pid), 10, "the killed worker to be gone")
+    run = runs.load_run(out)
+    assert run.status == "interrupted" and run.resumable
+    with pytest.raises(runs.RunError, match="cannot be resumed"):
+        runs.resume_run(fake_run("done", "finished"))
+    assert runs.resume_run(out) == out
+    with pytest.raises(runs.RunBusy):
+        runs.resume_run(out)  # one run at a time, resumed or new
+    wait_for(lambda: runs.load_run(out).status == "finished", 180, "the resumed run to finish")
+    assert [int(r["epoch"]) for r in runs.read_history(out)] == list(range(1, 61))  # no gap, no repeat
+    assert "resuming" in (out / runs.LOG_NAME).read_text()
+    assert not runs.load_run(out).resumable
+    wait_for(lambda: runs.read_lock() is None, 10, "the worker to release the lock")
+
+
 # --------------------------------------------------------------------------- the worker process's own ends
 
 

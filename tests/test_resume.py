@@ -1,0 +1,94 @@
+"""Resuming a stopped run: it must end exactly as an uninterrupted run, and refuse what it cannot do."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from fer_core.resume import STATE_FILE
+from fer_core.runs import read_history
+from fer_core.training import TrainingError, resume, train
+from tests.conftest import write_folder_dataset
+from tests.test_training import _cfg
+
+# Everything that carries state across epochs: one-cycle schedule, Nesterov momentum,
+# per-sample augmentation (data generator) and dropout (global generator; tiny has it too).
+RECIPE = dict(arch="tiny", epochs=3, augment=True, schedule="onecycle", optimizer="sgd_nesterov", lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_folder_dataset(tmp_path_factory.mktemp("d") / "fer", {"train": 24, "test": 6})
+
+
+def _stop_after_epochs(n: int, run: Path):
+    """Cancels the run during the first step of epoch n + 1, as the app's Cancel or a Ctrl-C would."""
+    return lambda: len(read_history(run)) >= n
+
+
+def _rows(run: Path) -> list[list[str]]:
+    return [r[:-1] for r in csv.reader((run / "history.csv").open())]  # all but wall-clock seconds
+
+
+def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(data: Path, tmp_path: Path) -> None:
+    quiet = dict(log=lambda _: None, show_bar=False)
+    whole = train(_cfg(data, tmp_path / "whole", **RECIPE), **quiet)
+    cut = train(_cfg(data, tmp_path / "cut", **RECIPE), should_stop=_stop_after_epochs(1, tmp_path / "cut"), **quiet)
+    assert json.loads((cut / "progress.json").read_text())["status"] == "cancelled"
+    assert len(_rows(cut)) == 1 + 1 and (cut / STATE_FILE).is_file()
+
+    resume(cut, **quiet)
+    assert _rows(cut) == _rows(whole)
+    assert json.loads((cut / "progress.json").read_text())["status"] == "finished"
+    assert not (cut / STATE_FILE).exists()  # a finished run needs no resume state
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert all(a[k].equal(b[k]) for k in a)
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in (whole, cut)]
+    assert metrics[0]["accuracy"] == metrics[1]["accuracy"]
+
+
+def test_resume_refuses_what_it_cannot_continue(data: Path, tmp_path: Path) -> None:
+    quiet = dict(log=lambda _: None, show_bar=False)
+    with pytest.raises(TrainingError, match="not a run folder"):
+        resume(tmp_path, **quiet)
+    done = train(_cfg(data, tmp_path / "done", epochs=1), **quiet)
+    with pytest.raises(TrainingError, match="already finished"):
+        resume(done, **quiet)
+
+    early = train(_cfg(data, tmp_path / "early"), should_stop=lambda: True, **quiet)
+    with pytest.raises(TrainingError, match="before finishing its first epoch"):
+        resume(early, **quiet)
+
+    cut = train(_cfg(data, tmp_path / "cut"), should_stop=_stop_after_epochs(1, tmp_path / "cut"), **quiet)
+    (cut / STATE_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(TrainingError, match="unreadable"):
+        resume(cut, **quiet)
+
+
+def test_resume_refuses_data_that_changed(tmp_path: Path) -> None:
+    quiet = dict(log=lambda _: None, show_bar=False)
+    data = write_folder_dataset(tmp_path / "fer", {"train": 24, "test": 6})
+    cut = train(_cfg(data, tmp_path / "cut"), should_stop=_stop_after_epochs(1, tmp_path / "cut"), **quiet)
+    best = (cut / "model.safetensors").read_bytes()
+    write_folder_dataset(tmp_path / "fer", {"train": 24, "test": 6}, seed=1)  # other faces, same layout
+    with pytest.raises(TrainingError, match="not the ones this run started on"):
+        resume(cut, **quiet)
+    assert (cut / "model.safetensors").read_bytes() == best and (cut / STATE_FILE).is_file()
+
+
+def test_cli_resume_takes_no_other_settings(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import train as train_cli
+
+    cut = train(_cfg(data, tmp_path / "cut", epochs=2), should_stop=_stop_after_epochs(1, tmp_path / "cut"),
+                log=lambda _: None, show_bar=False)
+    with pytest.raises(SystemExit):
+        train_cli.main(["--resume", str(cut), "--lr", "0.1"])
+    assert "drop --lr" in capsys.readouterr().err
+    assert train_cli.main(["--resume", str(cut)]) == 0
+    assert json.loads((cut / "progress.json").read_text())["status"] == "finished"
+    assert train_cli.main(["--resume", str(cut)]) == 2
+    assert "already finished" in capsys.readouterr().err
