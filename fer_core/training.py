@@ -239,8 +239,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     out = make_run_dir(cfg)
     writer = RunWriter(out)
     writer.update_progress(force=True, status="preparing")
+    return _supervised(out, writer, log, lambda: fit(cfg, out, writer, log, should_stop, show_bar, data))
+
+
+def _supervised(out: Path, writer: RunWriter, log: Callable[[str], None], body: Callable[[], None]) -> Path:
+    """How every run ends: a cancel keeps the best checkpoint so far, an error is recorded for the app."""
     try:
-        fit(cfg, out, writer, log, should_stop, show_bar, data)
+        body()
     except Cancelled:
         writer.update_progress(force=True, status="cancelled")
         log(f"cancelled; the best checkpoint so far is kept in {out}")
@@ -280,15 +285,8 @@ def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Cal
     writer.progress["started"] = progress.get("started", writer.progress["started"])
     writer.update_progress(force=True, status="preparing", resumed_from_epoch=state.epoch)
     log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs} (best val acc so far {state.best_acc:.4f})")
-    try:
-        fit(cfg, out, writer, log, should_stop, show_bar, state=state, expected_data=saved.get("data"))
-    except Cancelled:
-        writer.update_progress(force=True, status="cancelled")
-        log(f"cancelled; the best checkpoint so far is kept in {out}")
-    except Exception as exc:
-        writer.update_progress(force=True, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    return out
+    return _supervised(out, writer, log, lambda: fit(cfg, out, writer, log, should_stop, show_bar,
+                                                     state=state, expected_data=saved.get("data")))
 
 
 def _data_summary(data: PreparedData) -> dict:
