@@ -259,7 +259,7 @@ def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Cal
            show_bar: bool = True) -> Path:
     """Continue an interrupted or cancelled run from its last finished epoch, with the settings it
     was started with, so it ends as it would have without the interruption."""
-    from fer_core.runs import pid_alive, read_history
+    from fer_core.runs import ACTIVE_STATES, pid_alive, read_history
 
     out = Path(out)
     saved, progress = read_json(out / "config.json"), read_json(out / "progress.json")
@@ -267,7 +267,7 @@ def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Cal
         raise TrainingError(f"{out} is not a run folder")
     if progress.get("status") == "finished":
         raise TrainingError(f"{out} has already finished; there is nothing to resume")
-    if progress.get("status") in ("starting", "preparing", "running") and pid_alive(progress.get("pid")):
+    if progress.get("status") in ACTIVE_STATES and pid_alive(progress.get("pid")):
         raise TrainingError(f"{out} is still training (PID {progress.get('pid')})")
     try:
         state = load_state(out)
