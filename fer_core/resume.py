@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from fer_core.atomic import write_atomic
@@ -65,11 +65,9 @@ def load_state(out: Path) -> ResumeState | None:
     if not path.is_file():
         return None
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {})[_META_KEY])
-        tensors = load_file(str(path))
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         return ResumeState(int(meta["epoch"]), float(meta["best_acc"]), float(meta["elapsed_s"]), tensors, meta)
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: the saved training state is unreadable ({exc})") from None

@@ -76,14 +76,13 @@ def main(argv: list[str] | None = None) -> int:
                 log("cancelled before training resumed")
                 return 0
             out = resume(argv[1], log=log, should_stop=STOP.is_set, show_bar=False)
-            log(f"run folder: {out}")
-            return 0
-        cfg = load_config(argv[0])
-        if STOP.is_set():
-            log("cancelled before training started")
-            _mark_ended(cfg.out, "cancelled before training started", status="cancelled")
-            return 0
-        out = train(cfg, log=log, should_stop=STOP.is_set, show_bar=False)
+        else:
+            cfg = load_config(argv[0])
+            if STOP.is_set():
+                log("cancelled before training started")
+                _mark_ended(cfg.out, "cancelled before training started", status="cancelled")
+                return 0
+            out = train(cfg, log=log, should_stop=STOP.is_set, show_bar=False)
         log(f"run folder: {out}")
         return 0
     except (ValueError, TrainingError, OSError) as exc:

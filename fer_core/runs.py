@@ -26,6 +26,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -307,20 +309,15 @@ def start_run(cfg: TrainConfig, settings: AppSettings | None = None) -> Path:
     problems = check_config(cfg, settings)
     if problems:
         raise ValueError("; ".join(problems))
-    with _start_mutex:
-        _acquire({"pid": os.getpid(), "run": None, "state": "starting", "since": _now()})
+    with _launching():
+        out = make_run_dir(cfg)
+        cfg.out = str(out)
+        _check_space(out)
         try:
-            out = make_run_dir(cfg)
-            cfg.out = str(out)
-            _check_space(out)
-            try:
-                write_json(out / LAUNCH_NAME, asdict(cfg))
-            except OSError as exc:
-                raise TrainingError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
-            _spawn_worker(out, [str(out / LAUNCH_NAME)])
-        except BaseException:
-            release_lock(os.getpid())
-            raise
+            write_json(out / LAUNCH_NAME, asdict(cfg))
+        except OSError as exc:
+            raise TrainingError(f"cannot write the run folder {out}: {exc.strerror or exc}") from None
+        _spawn_worker(out, [str(out / LAUNCH_NAME)])
     return out
 
 
@@ -335,15 +332,23 @@ def resume_run(run: Path, settings: AppSettings | None = None) -> Path:
     problems = (settings or load_settings()).check(int(info.config.get("epochs", 0)), info.config.get("subset"))
     if problems:
         raise ValueError("; ".join(problems))
+    with _launching():
+        _check_space(info.path)
+        _spawn_worker(info.path, ["--resume", str(info.path)])
+    return info.path
+
+
+@contextmanager
+def _launching() -> Iterator[None]:
+    """Hold the launcher lock while a worker is set up; give it back if that fails (the worker,
+    once started, takes the lock over in ``_spawn_worker``)."""
     with _start_mutex:
         _acquire({"pid": os.getpid(), "run": None, "state": "starting", "since": _now()})
         try:
-            _check_space(info.path)
-            _spawn_worker(info.path, ["--resume", str(info.path)])
+            yield
         except BaseException:
             release_lock(os.getpid())
             raise
-    return info.path
 
 
 def _spawn_worker(out: Path, args: list[str]) -> None:
