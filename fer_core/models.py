@@ -185,6 +185,9 @@ register_ensemble("fernet_ms", ("fernet_m", "fernet_s"),
 register_ensemble("fernet_mss", ("fernet_m", "fernet_s", "fernet_s"),
                   "Ours, accurate: a fernet_m and two fernet_s (different seeds) validated on the same slice, "
                   "probabilities averaged.")
+register_ensemble("fernet_msss", ("fernet_m", "fernet_s", "fernet_s", "fernet_s"),
+                  "Ours, accurate: a fernet_m and three fernet_s (different seeds) validated on the same slice, "
+                  "probabilities averaged.")
 
 
 @register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")

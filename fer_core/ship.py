@@ -26,7 +26,7 @@ from fer_core import EMOTIONS
 from fer_core.atomic import write_json, write_text
 from fer_core.bench import images_per_second
 from fer_core.checkpoint import load_checkpoint, round_to_half, save_checkpoint
-from fer_core.data import load_split
+from fer_core.data import Split, load_split
 from fer_core.device import autocast, resolve_precision
 from fer_core.evaluate import evaluate
 from fer_core.models import ModelConfig, count_macs, count_params, create_model, describe, ensemble_for
@@ -108,17 +108,22 @@ def build_model(runs: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
     return model.eval(), ModelConfig(arch)
 
 
-def validation_scores(model: torch.nn.Module, configs: list[dict], data: str) -> dict | None:
-    """Accuracy on the validation slice every member held out, where an ensemble or TTA is
-    chosen; None when the members were validated on different slices (no honest figure)."""
+def shared_validation_slice(configs: list[dict], data: str) -> Split | None:
+    """The validation slice every run (by its saved config) held out of ``data``; None when they
+    held out different slices, or ``data`` is not what they saw: then there is no honest figure."""
     from fer_core.training import TrainConfig, prepare_data
 
     if len({c["data"]["val_hash"] for c in configs}) != 1:
         return None
-    cfg = TrainConfig.from_dict({**configs[0]["train"], "data": data})
-    val = prepare_data(cfg).val
-    if val.content_hash() != configs[0]["data"]["val_hash"]:
-        return None  # different data than the runs saw
+    val = prepare_data(TrainConfig.from_dict({**configs[0]["train"], "data": data})).val
+    return val if val.content_hash() == configs[0]["data"]["val_hash"] else None
+
+
+def validation_scores(model: torch.nn.Module, configs: list[dict], data: str) -> dict | None:
+    """Accuracy on the validation slice every member held out, where an ensemble or TTA is chosen."""
+    val = shared_validation_slice(configs, data)
+    if val is None:
+        return None
     plain, tta = evaluate(model, val), evaluate(model, val, tta=True)
     return {"n": plain.n, "accuracy": plain.accuracy, "macro_f1": plain.metrics()["macro_f1"],
             "tta_accuracy": tta.accuracy, "tta_macro_f1": tta.metrics()["macro_f1"]}

@@ -1,0 +1,119 @@
+"""Choose which trained runs to ship as the accurate model, on the validation slice only.
+
+Every subset of the given runs that makes a registered architecture (one run, or a registered
+ensemble of their architectures) and fits a shipped file (float16, at most 20 MB) is scored on the
+validation slice all of them held out, with and without TTA, on float16-rounded weights as shipped.
+The rule, fixed before measuring: best accuracy with TTA, ties going to the smaller model. An
+ensemble is the mean of its members' probabilities and TTA the mean over views, so each run is
+evaluated once and every subset is just an average: 6 runs give 63 subsets for 6 evaluations.
+
+    python -m fer_core.choose_ensemble RUN [RUN ...] --data ../shared/fer2013
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from fer_core.checkpoint import CheckpointError, load_checkpoint, round_to_half
+from fer_core.evaluate import Evaluation, predict_probs
+from fer_core.models import ENSEMBLES, count_params
+
+MAX_FILE_BYTES = 20_000_000  # the issue's limit for each file in weights/
+BYTES_PER_PARAM = 2  # float16
+
+
+@dataclass(frozen=True)
+class Candidate:
+    runs: tuple[Path, ...]  # in the order the architecture lists its members, as ship expects
+    arch: str
+    params: int
+    accuracy: float
+    tta_accuracy: float
+    tta_macro_f1: float
+
+
+def architecture_of(archs: list[str]) -> str | None:
+    """The architecture these member architectures make, in any order; None when none is registered."""
+    if len(archs) == 1:
+        return archs[0]
+    return next((name for name, members in ENSEMBLES.items() if sorted(members) == sorted(archs)), None)
+
+
+def _in_member_order(runs: tuple[Path, ...], archs: dict[Path, str], arch: str) -> tuple[Path, ...]:
+    left = list(runs)
+    ordered = []
+    for member in ENSEMBLES.get(arch, ()):
+        ordered.append(left.pop(next(i for i, r in enumerate(left) if archs[r] == member)))
+    return tuple(ordered) or runs
+
+
+def candidates(runs: list[Path], data: str) -> list[Candidate]:
+    """All shippable subsets of ``runs``, best first by the rule above."""
+    from fer_core.ship import shared_validation_slice
+
+    configs = [json.loads((r / "config.json").read_text()) for r in runs]
+    val = shared_validation_slice(configs, data)
+    if val is None:
+        raise ValueError("these runs did not all hold out the same validation slice of this data; "
+                         "train ensemble members with the same --val-seed on the same data")
+    labels = val.labels.numpy()
+    plain, tta, params, archs = {}, {}, {}, {}
+    for run in runs:
+        model, cfg = load_checkpoint(run)
+        round_to_half(model)
+        plain[run], tta[run] = predict_probs(model, val.images), predict_probs(model, val.images, tta=True)
+        params[run], archs[run] = count_params(model), cfg.arch
+    found = []
+    for k in range(1, len(runs) + 1):
+        for subset in combinations(runs, k):
+            arch = architecture_of([archs[r] for r in subset])
+            n_params = sum(params[r] for r in subset)
+            if arch is None or n_params * BYTES_PER_PARAM > MAX_FILE_BYTES:
+                continue
+            with_tta = Evaluation(np.mean([tta[r] for r in subset], 0), labels, tta=True)
+            found.append(Candidate(
+                runs=_in_member_order(subset, archs, arch), arch=arch, params=n_params,
+                accuracy=Evaluation(np.mean([plain[r] for r in subset], 0), labels, tta=False).accuracy,
+                tta_accuracy=with_tta.accuracy, tta_macro_f1=with_tta.metrics()["macro_f1"]))
+    return sorted(found, key=lambda c: (-c.tta_accuracy, c.params))
+
+
+def format_table(found: list[Candidate]) -> str:
+    lines = [f"{'val TTA':>8} {'val':>7} {'F1 TTA':>7} {'params':>7}  {'arch':<12} runs"]
+    lines += [f"{c.tta_accuracy:8.2%} {c.accuracy:7.2%} {c.tta_macro_f1:7.4f} {c.params / 1e6:6.2f}M  {c.arch:<12} "
+              + " ".join(str(r) for r in c.runs) for c in found]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fer_core.choose_ensemble", description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", type=Path, nargs="+", help="finished run folders trained with the same --val-seed")
+    ap.add_argument("--data", required=True, help="the FER-2013 the runs were trained on")
+    ap.add_argument("--top", type=int, default=15, help="how many candidates to list")
+    args = ap.parse_args(argv)
+    try:
+        found = candidates(args.runs, args.data)
+    except (OSError, ValueError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not found:
+        print(f"error: no subset of these runs makes a registered architecture under {MAX_FILE_BYTES / 1e6:.0f} MB",
+              file=sys.stderr)
+        return 2
+    print(format_table(found[:args.top]))
+    best = found[0]
+    print(f"\nchosen: {best.arch} ({best.tta_accuracy:.2%} on validation with TTA); ship it with\n"
+          f"python -m fer_core.ship {' '.join(str(r) for r in best.runs)} --name accurate --data {args.data} "
+          f"--command \"...\"")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Choosing the shipped ensemble: every shippable subset of runs, scored on validation exactly as
+the shipped file would score there, best first; runs that cannot be compared are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fer_core import choose_ensemble, models, ship
+from fer_core.checkpoint import round_to_half
+from fer_core.evaluate import evaluate
+from fer_core.training import TrainConfig, train
+from tests.conftest import write_folder_dataset
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    root = tmp_path_factory.mktemp("choose")
+    data = write_folder_dataset(root / "fer", {"train": 40, "test": 4})
+    return data, [train(TrainConfig(data=str(data), arch="tiny", optimizer="adam", lr=0.01, epochs=2, batch_size=32,
+                                    schedule="none", augment=False, seed=seed, val_seed=0, out=str(root / f"run{seed}"),
+                                    device="cpu", precision="fp32"), log=lambda _: None, show_bar=False)
+                  for seed in (0, 1)]
+
+
+@pytest.fixture
+def tiny_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(models.ENSEMBLES, "tiny_x2", ("tiny", "tiny"))
+    monkeypatch.setitem(models._REGISTRY, "tiny_x2",
+                        lambda n: models.Ensemble([models.create_model("tiny", n) for _ in range(2)]))
+
+
+def test_every_subset_is_scored_as_its_shipped_file_scores_on_validation(runs, tiny_pair) -> None:
+    data, (a, b) = runs
+    found = choose_ensemble.candidates([a, b], str(data))
+    assert sorted(c.runs for c in found) == sorted([(a,), (b,), (a, b)])
+    assert [(-c.tta_accuracy, c.params) for c in found] == sorted((-c.tta_accuracy, c.params) for c in found)
+    pair = next(c for c in found if len(c.runs) == 2)
+    assert pair.arch == "tiny_x2" and pair.params == 2 * found[0].params
+    model, _ = ship.build_model(list(pair.runs))
+    round_to_half(model)
+    configs = [json.loads((r / "config.json").read_text()) for r in pair.runs]
+    val = ship.shared_validation_slice(configs, str(data))
+    assert evaluate(model, val).accuracy == pair.accuracy
+    assert evaluate(model, val, tta=True).accuracy == pair.tta_accuracy
+
+
+def test_a_subset_too_big_to_ship_is_not_a_candidate(runs, tiny_pair, monkeypatch) -> None:
+    data, (a, b) = runs
+    one = choose_ensemble.candidates([a], str(data))[0].params
+    monkeypatch.setattr(choose_ensemble, "MAX_FILE_BYTES", one * choose_ensemble.BYTES_PER_PARAM)
+    assert sorted(c.runs for c in choose_ensemble.candidates([a, b], str(data))) == [(a,), (b,)]
+
+
+def test_the_command_line_names_the_winner_and_its_ship_command(runs, tiny_pair, capsys) -> None:
+    data, (a, b) = runs
+    assert choose_ensemble.main([str(a), str(b), "--data", str(data)]) == 0
+    best = choose_ensemble.candidates([a, b], str(data))[0]
+    out = capsys.readouterr().out
+    assert f"python -m fer_core.ship {' '.join(map(str, best.runs))} --name accurate" in out
+
+
+def test_runs_validated_on_different_slices_are_refused(runs, tmp_path: Path, capsys) -> None:
+    data, (a, _) = runs
+    other = tmp_path / "other"
+    shutil.copytree(a, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["data"]["val_hash"] = "another slice"
+    (other / "config.json").write_text(json.dumps(cfg))
+    assert choose_ensemble.main([str(a), str(other), "--data", str(data)]) == 2
+    assert "same --val-seed" in capsys.readouterr().err
