@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from fer_core import EMOTIONS
 from fer_core.checkpoint import load_checkpoint, save_checkpoint
@@ -47,14 +48,23 @@ def test_click_on_heatmap_cell_shows_its_faces(tiny_env: tuple[Path, Path], app_
     page.goto(f"{app_url}/metrics")
     wait_ready(page)
     page.get_by_text("Classification report").wait_for(timeout=60_000)
+    wait_ready(page)  # the whole page is drawn, so the chart under the click is the final one
     chart = page.locator("[data-testid=stPlotlyChart]").first
     chart.scroll_into_view_if_needed()
     point = chart.locator(".scatterlayer .trace .point").nth(int(true) * len(EMOTIONS) + int(pred))
+    point.wait_for(state="visible")
     box = point.bounding_box()
     assert box is not None
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    heading = f"true {EMOTIONS[true]} → predicted {EMOTIONS[pred]}: {int(cm[true, pred])} images"
-    page.get_by_text(re.compile(re.escape(heading))).wait_for(timeout=30_000)
+    heading = page.get_by_text(re.compile(re.escape(
+        f"true {EMOTIONS[true]} → predicted {EMOTIONS[pred]}: {int(cm[true, pred])} images")))
+    for _ in range(2):  # on a loaded machine plotly may bind its click handler after the point is drawn
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        try:
+            heading.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeoutError:
+            continue
+    heading.wait_for(timeout=1_000)
     wait_ready(page)
     # the heading is drawn from the true/predicted pickers, so they followed the click;
     # the gallery holds exactly that cell's faces
