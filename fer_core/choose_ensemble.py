@@ -5,7 +5,7 @@ ensemble of their architectures) and fits a shipped file (float16, at most 20 MB
 validation slice all of them held out, with and without TTA, on float16-rounded weights as shipped.
 The rule, fixed before measuring: best accuracy with TTA, ties going to the smaller model. An
 ensemble is the mean of its members' probabilities and TTA the mean over views, so each run is
-evaluated once and every subset is just an average: 6 runs give 63 subsets for 6 evaluations.
+evaluated once (with and without TTA) and every subset is an average: 6 runs, 63 subsets.
 
     python -m fer_core.choose_ensemble RUN [RUN ...] --data ../shared/fer2013
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_core.checkpoint import CheckpointError, load_checkpoint, round_to_half
+from fer_core.checkpoint import load_checkpoint, round_to_half
 from fer_core.evaluate import Evaluation, predict_probs
 from fer_core.models import ENSEMBLES, count_params
 
@@ -54,11 +54,20 @@ def _in_member_order(runs: tuple[Path, ...], archs: dict[Path, str], arch: str) 
     return tuple(ordered) or runs
 
 
+def _run_config(run: Path) -> dict:
+    try:
+        config = json.loads((run / "config.json").read_text())
+        config["data"]["val_hash"], config["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{run}: not a training run folder (no readable config.json from train.py)") from None
+    return config
+
+
 def candidates(runs: list[Path], data: str) -> list[Candidate]:
     """All shippable subsets of ``runs``, best first by the rule above."""
     from fer_core.ship import shared_validation_slice
 
-    configs = [json.loads((r / "config.json").read_text()) for r in runs]
+    configs = [_run_config(r) for r in runs]
     val = shared_validation_slice(configs, data)
     if val is None:
         raise ValueError("these runs did not all hold out the same validation slice of this data; "
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         found = candidates(args.runs, args.data)
-    except (OSError, ValueError, CheckpointError) as exc:
+    except ValueError as exc:  # includes CheckpointError and DatasetError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not found:

@@ -72,3 +72,9 @@ def test_runs_validated_on_different_slices_are_refused(runs, tmp_path: Path, ca
     (other / "config.json").write_text(json.dumps(cfg))
     assert choose_ensemble.main([str(a), str(other), "--data", str(data)]) == 2
     assert "same --val-seed" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_run_is_refused(runs, tmp_path: Path, capsys) -> None:
+    data, (a, _) = runs
+    assert choose_ensemble.main([str(a), str(tmp_path), "--data", str(data)]) == 2
+    assert "not a training run folder" in capsys.readouterr().err
