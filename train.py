@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the run is marked cancelled and its last finished epoch is kept
+        return 130
     print(f"run folder: {out}")
     return 0
 

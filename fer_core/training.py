@@ -246,9 +246,11 @@ def _supervised(out: Path, writer: RunWriter, log: Callable[[str], None], body: 
     """How every run ends: a cancel keeps the best checkpoint so far, an error is recorded for the app."""
     try:
         body()
-    except Cancelled:
+    except (Cancelled, KeyboardInterrupt) as stop:  # the app's Stop button, or Ctrl-C at the command line
         writer.update_progress(force=True, status="cancelled")
-        log(f"cancelled; the best checkpoint so far is kept in {out}")
+        log(f"cancelled; the best checkpoint so far is kept in {out}; `python train.py --resume {out}` continues it")
+        if isinstance(stop, KeyboardInterrupt):
+            raise
     except Exception as exc:
         writer.update_progress(force=True, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise

@@ -92,3 +92,21 @@ def test_cli_resume_takes_no_other_settings(data: Path, tmp_path: Path, capsys: 
     assert json.loads((cut / "progress.json").read_text())["status"] == "finished"
     assert train_cli.main(["--resume", str(cut)]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def test_ctrl_c_marks_the_run_cancelled_and_it_resumes(data: Path, tmp_path: Path, capsys) -> None:
+    import train as train_cli
+
+    run = tmp_path / "run"
+
+    def ctrl_c_in_epoch_2() -> bool:
+        if len(read_history(run)) >= 1:
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, run, **RECIPE), should_stop=ctrl_c_in_epoch_2, show_bar=False)
+    assert json.loads((run / "progress.json").read_text())["status"] == "cancelled"
+    assert f"python train.py --resume {run}" in capsys.readouterr().out
+    assert train_cli.main(["--resume", str(run)]) == 0
+    assert [int(r["epoch"]) for r in read_history(run)] == [1, 2, 3]
