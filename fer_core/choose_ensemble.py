@@ -13,7 +13,6 @@ evaluated once (with and without TTA) and every subset is an average: 6 runs, 63
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from itertools import combinations
@@ -21,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_core.atomic import read_json
 from fer_core.checkpoint import load_checkpoint, round_to_half
 from fer_core.evaluate import Evaluation, predict_probs
-from fer_core.models import ENSEMBLES, count_params
+from fer_core.models import count_params, ensemble_for
 
 MAX_FILE_BYTES = 20_000_000  # the issue's limit for each file in weights/
 BYTES_PER_PARAM = 2  # float16
@@ -31,7 +31,7 @@ BYTES_PER_PARAM = 2  # float16
 
 @dataclass(frozen=True)
 class Candidate:
-    runs: tuple[Path, ...]  # in the order the architecture lists its members, as ship expects
+    runs: tuple[Path, ...]
     arch: str
     params: int
     accuracy: float
@@ -40,25 +40,20 @@ class Candidate:
 
 
 def architecture_of(archs: list[str]) -> str | None:
-    """The architecture these member architectures make, in any order; None when none is registered."""
+    """The architecture these member architectures make; None when no ensemble of them is registered."""
     if len(archs) == 1:
         return archs[0]
-    return next((name for name, members in ENSEMBLES.items() if sorted(members) == sorted(archs)), None)
-
-
-def _in_member_order(runs: tuple[Path, ...], archs: dict[Path, str], arch: str) -> tuple[Path, ...]:
-    left = list(runs)
-    ordered = []
-    for member in ENSEMBLES.get(arch, ()):
-        ordered.append(left.pop(next(i for i, r in enumerate(left) if archs[r] == member)))
-    return tuple(ordered) or runs
+    try:
+        return ensemble_for(archs)
+    except ValueError:
+        return None
 
 
 def _run_config(run: Path) -> dict:
     try:
-        config = json.loads((run / "config.json").read_text())
+        config = read_json(run / "config.json")
         config["data"]["val_hash"], config["train"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         raise ValueError(f"{run}: not a training run folder (no readable config.json from train.py)") from None
     return config
 
@@ -88,7 +83,7 @@ def candidates(runs: list[Path], data: str) -> list[Candidate]:
                 continue
             with_tta = Evaluation(np.mean([tta[r] for r in subset], 0), labels, tta=True)
             found.append(Candidate(
-                runs=_in_member_order(subset, archs, arch), arch=arch, params=n_params,
+                runs=subset, arch=arch, params=n_params,
                 accuracy=Evaluation(np.mean([plain[r] for r in subset], 0), labels, tta=False).accuracy,
                 tta_accuracy=with_tta.accuracy, tta_macro_f1=with_tta.metrics()["macro_f1"]))
     return sorted(found, key=lambda c: (-c.tta_accuracy, c.params))

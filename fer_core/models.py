@@ -170,9 +170,9 @@ def register_ensemble(name: str, members: tuple[str, ...], description: str) -> 
 
 
 def ensemble_for(members: list[str]) -> str:
-    """The registered ensemble made of exactly these member architectures, in this order."""
+    """The registered ensemble made of exactly these member architectures, in any order."""
     for name, archs in ENSEMBLES.items():
-        if list(archs) == members:
+        if sorted(archs) == sorted(members):
             return name
     known = "; ".join(f"{n} = {' + '.join(a)}" for n, a in ENSEMBLES.items())
     raise ValueError(f"no ensemble architecture is made of {' + '.join(members)} (known: {known})")
