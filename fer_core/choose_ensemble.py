@@ -5,7 +5,9 @@ ensemble of their architectures) and fits a shipped file (float16, at most 20 MB
 validation slice all of them held out, with and without TTA, on float16-rounded weights as shipped.
 The rule, fixed before measuring: best accuracy with TTA, ties going to the smaller model. An
 ensemble is the mean of its members' probabilities and TTA the mean over views, so each run is
-evaluated once (with and without TTA) and every subset is an average: 6 runs, 63 subsets.
+evaluated once (with and without TTA) and every subset is an average: 6 runs, 63 subsets. Those
+per-run probabilities are kept in the evaluation cache (keyed by the weights' and the slice's
+hashes), so adding one new run to the comparison costs one run's evaluation, not all of them.
 
     python -m fer_core.choose_ensemble RUN [RUN ...] --data ../shared/fer2013
 """
@@ -19,9 +21,12 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fer_core.atomic import read_json
 from fer_core.checkpoint import load_checkpoint, round_to_half
+from fer_core.data import Split
+from fer_core.eval_cache import cache_path, load_cached, store, weights_hash
 from fer_core.evaluate import Evaluation, predict_probs
 from fer_core.models import count_params, ensemble_for
 
@@ -58,6 +63,17 @@ def _run_config(run: Path) -> dict:
     return config
 
 
+def _half_precision_probs(run: Path, model: torch.nn.Module, val: Split, val_hash: str, tta: bool) -> np.ndarray:
+    """The float16-rounded run's probabilities on ``val``, through the evaluation cache."""
+    path = cache_path(weights_hash(run), val_hash, f"{val.name}-float16", tta)
+    hit = load_cached(path, len(val))
+    if hit is not None:
+        return hit.probs
+    probs = predict_probs(model, val.images, tta=tta)
+    store(path, Evaluation(probs, val.labels.numpy(), tta=tta))
+    return probs
+
+
 def candidates(runs: list[Path], data: str) -> list[Candidate]:
     """All shippable subsets of ``runs``, best first by the rule above."""
     from fer_core.ship import shared_validation_slice
@@ -69,10 +85,11 @@ def candidates(runs: list[Path], data: str) -> list[Candidate]:
                          "train ensemble members with the same --val-seed on the same data")
     labels = val.labels.numpy()
     plain, tta, params, archs = {}, {}, {}, {}
+    val_hash = val.content_hash()
     for run in runs:
         model, cfg = load_checkpoint(run)
         round_to_half(model)
-        plain[run], tta[run] = predict_probs(model, val.images), predict_probs(model, val.images, tta=True)
+        plain[run], tta[run] = (_half_precision_probs(run, model, val, val_hash, t) for t in (False, True))
         params[run], archs[run] = count_params(model), cfg.arch
     found = []
     for k in range(1, len(runs) + 1):

@@ -185,6 +185,11 @@ register_ensemble("fernet_ms", ("fernet_m", "fernet_s"),
 register_ensemble("fernet_mss", ("fernet_m", "fernet_s", "fernet_s"),
                   "Ours, accurate: a fernet_m and two fernet_s (different seeds) validated on the same slice, "
                   "probabilities averaged.")
+register_ensemble("fernet_mm", ("fernet_m", "fernet_m"),
+                  "Ours, accurate: two fernet_m (different seeds or schedules) validated on the same slice, "
+                  "probabilities averaged.")
+register_ensemble("fernet_mms", ("fernet_m", "fernet_m", "fernet_s"),
+                  "Ours, accurate: two fernet_m and a fernet_s validated on the same slice, probabilities averaged.")
 register_ensemble("fernet_msss", ("fernet_m", "fernet_s", "fernet_s", "fernet_s"),
                   "Ours, accurate: a fernet_m and three fernet_s (different seeds) validated on the same slice, "
                   "probabilities averaged.")

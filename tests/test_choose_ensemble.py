@@ -78,3 +78,14 @@ def test_a_folder_that_is_not_a_run_is_refused(runs, tmp_path: Path, capsys) -> 
     data, (a, _) = runs
     assert choose_ensemble.main([str(a), str(tmp_path), "--data", str(data)]) == 2
     assert "not a training run folder" in capsys.readouterr().err
+
+
+def test_a_second_comparison_reuses_each_runs_cached_probabilities(runs, tiny_pair, monkeypatch) -> None:
+    data, (a, b) = runs
+    first = choose_ensemble.candidates([a, b], str(data))
+
+    def no_evaluation(*_args, **_kwargs):
+        raise AssertionError("a run already scored on this slice was evaluated again")
+
+    monkeypatch.setattr(choose_ensemble, "predict_probs", no_evaluation)
+    assert choose_ensemble.candidates([a, b], str(data)) == first
