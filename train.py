@@ -43,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig | str:
     ap.add_argument("--val-seed", type=int, default=d.val_seed,
                     help="draw the validation slice with this seed instead of --seed, so that networks trained "
                          "with different seeds for one ensemble are all validated on the same held-out images")
+    ap.add_argument("--teacher", default=d.teacher, metavar="WEIGHTS",
+                    help="distil from these weights (e.g. weights/accurate.safetensors): each target becomes "
+                         "a blend of the label and the teacher's probabilities")
+    ap.add_argument("--distill", type=float, default=d.distill, help="the teacher's share of each target")
     ap.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     ap.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
     ap.add_argument("--out", default=d.out, help="run folder (default: runs/<time>-<arch>-<optimizer>-lr<lr>)")

@@ -67,6 +67,9 @@ def card_markdown(card: dict) -> str:
         f"- Training: {card['epochs']} epochs, {card['train_minutes']:.0f} min on {card['hardware']}; "
         "best validation accuracy " + " / ".join(f"{v * 100:.2f}%" for v in card["val_acc"])
         + " (validation = stratified slice of train/, per trained network)",
+        *[f"- Distilled from `{c['teacher']}`: each training target was {1 - c['distill']:g} label + "
+          f"{c['distill']:g} that teacher's probabilities (`fer_core/distill.py`)"
+          for c in card["config"] if c.get("teacher")],
         f"- Data: train hash `{card['data']['train_hash']}` ({card['data']['train']} images after cleaning), "
         f"test hash `{card['data']['test_hash']}`",
         *([f"- Validation slice of train/ (n={v['n']}, where choices were made): {v['accuracy'] * 100:.2f}% "

@@ -28,10 +28,11 @@ from torch import nn
 from fer_core import EMOTIONS
 from fer_core.atomic import read_json, write_json, write_text
 from fer_core.augment import augment_batch
-from fer_core.checkpoint import save_checkpoint
+from fer_core.checkpoint import CheckpointError, resolve_weights, save_checkpoint
 from fer_core.cleaning import CleaningReport, clean_train
 from fer_core.data import Split, load_split, per_class_subset, stratified_split, validate_dataset
 from fer_core.device import autocast, resolve_device, resolve_precision
+from fer_core.distill import blended_targets, teacher_probs
 from fer_core.evaluate import evaluate
 from fer_core.models import ModelConfig, count_params, create_model, list_models
 from fer_core.paths import default_data_path, runs_dir
@@ -67,6 +68,8 @@ class TrainConfig:
     clean: bool = True
     seed: int = 0
     val_seed: int | None = None  # which validation slice; None = seed. Ensemble members share one.
+    teacher: str | None = None  # weights to distil from (see fer_core.distill); None trains on labels alone
+    distill: float = 0.5  # the teacher's share of each target, when there is a teacher
     device: str = "auto"
     precision: str = "auto"
     out: str | None = None
@@ -94,6 +97,13 @@ class TrainConfig:
             problems.append(f"validation seed must be a whole number, got {self.val_seed}")
         if not 0 < self.val_fraction < 1:
             problems.append(f"validation fraction must lie strictly between 0 and 1, got {self.val_fraction}")
+        if not (isinstance(self.distill, int | float) and 0 <= self.distill <= 1):
+            problems.append(f"distillation weight must lie in [0, 1], got {self.distill}")
+        if self.teacher is not None:
+            try:
+                resolve_weights(self.teacher)
+            except CheckpointError as exc:
+                problems.append(f"teacher: {exc}")
         if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
             problems.append(f"subset must be a positive number of images per class, got {self.subset}")
         try:
@@ -288,7 +298,14 @@ def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Cal
     writer.update_progress(force=True, status="preparing", resumed_from_epoch=state.epoch)
     log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs} (best val acc so far {state.best_acc:.4f})")
     return _supervised(out, writer, log, lambda: fit(cfg, out, writer, log, should_stop, show_bar,
-                                                     state=state, expected_data=saved.get("data")))
+                                                     state=state, expected_data=saved.get("data"),
+                                                     expected_teacher=saved.get("teacher")))
+
+
+def _teacher_summary(cfg: TrainConfig) -> dict | None:
+    from fer_core.eval_cache import weights_hash
+
+    return None if cfg.teacher is None else {"weights": cfg.teacher, "sha256": weights_hash(cfg.teacher)}
 
 
 def _data_summary(data: PreparedData) -> dict:
@@ -299,7 +316,8 @@ def _data_summary(data: PreparedData) -> dict:
 
 def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], None],
         should_stop: Callable[[], bool], show_bar: bool, data: PreparedData | None = None,
-        state: ResumeState | None = None, expected_data: dict | None = None) -> None:
+        state: ResumeState | None = None, expected_data: dict | None = None,
+        expected_teacher: dict | None = None) -> None:
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -320,14 +338,23 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
     if expected_data is not None and any(summary[k] != expected_data.get(k) for k in ("train_hash", "val_hash")):
         raise TrainingError(f"the images under {cfg.data} are not the ones this run started on "
                             "(their hash differs); it cannot be resumed on them")
+    teacher = _teacher_summary(cfg)
+    if expected_teacher is not None and teacher != expected_teacher:
+        raise TrainingError(f"the teacher {cfg.teacher} is not the file this run started with (its hash "
+                            "differs); it cannot be resumed with it")
     if state is None:
         write_json(out / "config.json", {
             "train": asdict(cfg), "model": model_cfg.to_dict(), "params": count_params(model),
             "device": str(device), "precision": precision, "torch": torch.__version__, "data": summary,
+            "teacher": teacher,
         })
     log(f"{cfg.arch}: {count_params(model):,} params | train {len(data.train)} val {len(data.val)} | "
         f"{device} {precision} | run folder {out}")
     images, labels = data.train.images.to(device), data.train.labels.to(device)
+    soft = teacher_probs(cfg.teacher, data.train.images, device, precision) if cfg.teacher else None
+    if soft is not None:
+        log(f"teacher {cfg.teacher}: {(soft.argmax(1) == labels).float().mean():.2%} of training labels; "
+            f"targets are {1 - cfg.distill:g} label + {cfg.distill:g} teacher")
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     best_acc, started, first = -1.0, time.monotonic(), 1
     if state is not None:
@@ -343,12 +370,13 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
         bar = tqdm(order.view(steps, -1), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show_bar)
         for step, idx in enumerate(bar, start=1):
             x, y = images[idx].float().div_(255), labels[idx]
+            target = blended_targets(y, None if soft is None else soft[idx], cfg.distill)
             if cfg.augment:
                 x = augment_batch(x, gen)
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch} step {step}: the learning "
                                     f"rate {cfg.lr:g} is probably too high for {cfg.optimizer}")
