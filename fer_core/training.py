@@ -28,11 +28,12 @@ from torch import nn
 from fer_core import EMOTIONS
 from fer_core.atomic import read_json, write_json, write_text
 from fer_core.augment import augment_batch
-from fer_core.checkpoint import CheckpointError, resolve_weights, save_checkpoint
+from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.cleaning import CleaningReport, clean_train
 from fer_core.data import Split, load_split, per_class_subset, stratified_split, validate_dataset
 from fer_core.device import autocast, resolve_device, resolve_precision
 from fer_core.distill import blended_targets, teacher_probs
+from fer_core.eval_cache import weights_hash
 from fer_core.evaluate import evaluate
 from fer_core.models import ModelConfig, count_params, create_model, list_models
 from fer_core.paths import default_data_path, runs_dir
@@ -101,7 +102,9 @@ class TrainConfig:
             problems.append(f"distillation weight must lie in [0, 1], got {self.distill}")
         if self.teacher is not None:
             try:
-                resolve_weights(self.teacher)
+                _, teacher = load_checkpoint(self.teacher)
+                if teacher.classes != list(EMOTIONS):
+                    problems.append(f"teacher {self.teacher} answers {teacher.classes}, not the 7 FER-2013 classes")
             except CheckpointError as exc:
                 problems.append(f"teacher: {exc}")
         if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
@@ -303,8 +306,6 @@ def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Cal
 
 
 def _teacher_summary(cfg: TrainConfig) -> dict | None:
-    from fer_core.eval_cache import weights_hash
-
     return None if cfg.teacher is None else {"weights": cfg.teacher, "sha256": weights_hash(cfg.teacher)}
 
 
@@ -421,8 +422,6 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
 
 def finish(out: Path, data: PreparedData, writer: RunWriter, log: Callable[[str], None], seconds: float) -> None:
     """Score the best checkpoint on the test split (val when there is none) in fp32."""
-    from fer_core.checkpoint import load_checkpoint
-
     model, _ = load_checkpoint(out / "model.safetensors")
     split = data.test if data.test is not None else data.val
     result = evaluate(model, split)

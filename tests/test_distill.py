@@ -80,12 +80,14 @@ def test_the_student_follows_its_teacher_and_its_config_pins_the_teacher(data: P
 @pytest.mark.parametrize(("override", "message"), [
     ({"teacher": "/nonexistent/w.safetensors"}, "teacher: no weights file"),
     ({"teacher": "PICKLE"}, "pickled checkpoints are refused"),
+    ({"teacher": "CORRUPT"}, "not a readable safetensors file"),
     ({"distill": 1.5}, "distillation weight must lie in"),
 ])
 def test_bad_teachers_are_refused_before_any_work(data: Path, tmp_path: Path, override: dict, message: str) -> None:
-    if override.get("teacher") == "PICKLE":
-        (tmp_path / "t.pt").write_bytes(b"garbage")
-        override = {"teacher": str(tmp_path / "t.pt")}
+    if override.get("teacher") in ("PICKLE", "CORRUPT"):
+        bad = tmp_path / ("t.pt" if override["teacher"] == "PICKLE" else "t.safetensors")
+        bad.write_bytes(b"garbage")
+        override = {"teacher": str(bad)}
     with pytest.raises(ValueError, match=message):
         train(_cfg(data, tmp_path / "run", **override), **QUIET)
     assert not (tmp_path / "run").exists()
