@@ -5,8 +5,8 @@ labels alone learns less than it could. FER-2013's labels are noisy (fear vs sad
 surprise are often a judgement call), and a strong teacher's probabilities say *how* a face
 is ambiguous, which is what a small network can absorb. The teacher is run once, before
 training, on the un-augmented training faces and their mirror images (the student is
-trained on flipped faces too), so distilling costs about a minute, not a teacher pass per
-step; the augmented copies of a face share its target.
+trained on flipped faces too), so distilling costs one teacher pass (about 3 min for
+`accurate` on 2 cores), not one per step; the augmented copies of a face share its target.
 """
 
 from __future__ import annotations
@@ -17,22 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from fer_core.checkpoint import load_checkpoint
-from fer_core.device import autocast
+from fer_core.evaluate import predict_probs
 
 
-@torch.inference_mode()
 def teacher_probs(weights: str | os.PathLike, images: torch.Tensor, device: torch.device, precision: str,
                   batch_size: int = 512) -> torch.Tensor:
     """uint8 (N,1,48,48) -> float (N,7) on ``device``: the teacher's probabilities, mean of face and mirror."""
     teacher, _ = load_checkpoint(weights, device)
-    teacher = teacher.to(memory_format=torch.channels_last)
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device).float().div_(255)
-        with autocast(device, precision):
-            logits = teacher(torch.cat([x, x.flip(3)]).contiguous(memory_format=torch.channels_last))
-        out.append(logits.float().softmax(1).view(2, len(x), -1).mean(0))
-    return torch.cat(out)
+    face, mirror = (predict_probs(teacher, x, batch_size=batch_size, precision=precision)
+                    for x in (images, images.flip(3)))
+    return torch.from_numpy((face + mirror) / 2).to(device)
 
 
 def blended_targets(labels: torch.Tensor, soft: torch.Tensor | None, weight: float) -> torch.Tensor:
