@@ -61,6 +61,17 @@ def image_hashes(split: Split) -> list[bytes]:
     return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
 
 
+def without_copies_in(split: Split, reference: Split) -> Split:
+    """``split`` less every face with a pixel-identical copy in ``reference``.
+
+    FER-2013's Training split holds copies of a few hundred PublicTest faces. Our own training
+    drops them (see ``clean_train``), but a run that never saw test/ (a GPU machine carrying
+    train/ alone, say) keeps them, and only the faces left here measure it fairly."""
+    seen = set(image_hashes(reference))
+    keep = [i for i, h in enumerate(image_hashes(split)) if h not in seen]
+    return split.select(keep)
+
+
 def blank_mask(split: Split, threshold: float = BLANK_STD) -> torch.Tensor:
     return split.images.reshape(len(split), -1).float().std(dim=1) < threshold
 

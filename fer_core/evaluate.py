@@ -134,13 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0,
                     help="with --split val on data without a val split: the slice of train/ that "
                          "`train.py --seed N` held out for validation")
+    ap.add_argument("--unseen", action="store_true",
+                    help="score only faces with no pixel-identical copy in train/: the fair measure of a run "
+                         "trained without the cleaning against test/")
     ap.add_argument("--json", default=None, help="also write the metrics as JSON here")
     args = ap.parse_args(argv)
+    if args.unseen and args.split == "train":
+        ap.error("--unseen leaves nothing of train/ itself: use it with --split test or val")
     args.weights = args.weights or str(accurate_weights())
     data = args.data or default_data_path()
     try:
         model, cfg = load_checkpoint(args.weights)
         split = load_eval_split(data, args.split, args.seed)
+        if args.unseen:
+            from fer_core.cleaning import without_copies_in
+            from fer_core.data import load_split
+
+            total, split = len(split), without_copies_in(split, load_split(data, "train"))
+            print(f"--unseen: {total - len(split)} of {total} faces have a copy in train/ and are left out")
     except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

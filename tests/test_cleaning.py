@@ -37,3 +37,15 @@ def test_clean_data_is_untouched() -> None:
     imgs = torch.randint(0, 256, (5, 1, 48, 48), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     cleaned, report = clean_train(_split(imgs, [0, 1, 2, 3, 4], "train"))
     assert len(cleaned) == 5 and report.after == 5 and sum(report.to_dict()["totals"].values()) == 0
+
+
+def test_without_copies_in_drops_exactly_the_faces_seen_in_the_reference() -> None:
+    from fer_core.cleaning import without_copies_in
+
+    g = torch.Generator().manual_seed(2)
+    test_imgs = torch.randint(0, 256, (6, 1, 48, 48), generator=g, dtype=torch.uint8)
+    train_imgs = torch.randint(0, 256, (4, 1, 48, 48), generator=g, dtype=torch.uint8)
+    train_imgs[1], train_imgs[3] = test_imgs[2], test_imgs[5]
+    kept = without_copies_in(_split(test_imgs, [0, 1, 2, 3, 4, 5], "test"), _split(train_imgs, [0, 1, 2, 3], "train"))
+    assert kept.sources == ("test/0.png", "test/1.png", "test/3.png", "test/4.png") and kept.name == "test"
+    assert kept.labels.tolist() == [0, 1, 3, 4]

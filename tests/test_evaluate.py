@@ -52,3 +52,19 @@ def test_cli_val_is_the_slice_training_held_out(folder_data: Path, tmp_path: Pat
     assert "validation slice of train/ for seed 3" in capsys.readouterr().out
     held_out = prepare_data(TrainConfig(data=str(folder_data), seed=3)).val
     assert json.loads(out.read_text())["n"] == len(held_out) > 0
+
+
+def test_cli_unseen_leaves_out_test_faces_copied_into_train(folder_data: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    weights = save_checkpoint(create_model("tiny"), ModelConfig("tiny"), tmp_path / "m.safetensors")
+    copied = sorted((folder_data / "test").rglob("*.*"))[:3]
+    for i, face in enumerate(copied):
+        shutil.copy(face, folder_data / "train" / face.parent.name / f"copy{i}{face.suffix}")
+    out = tmp_path / "unseen.json"
+    assert main(["--data", str(folder_data), "--split", "test", "--weights", str(weights), "--unseen",
+                 "--json", str(out)]) == 0
+    assert "3 of 70 faces have a copy in train/" in capsys.readouterr().out
+    assert json.loads(out.read_text())["n"] == 67
+    with pytest.raises(SystemExit):
+        main(["--data", str(folder_data), "--split", "train", "--weights", str(weights), "--unseen"])
