@@ -135,6 +135,7 @@ class PreparedData:
     val: Split
     test: Split | None
     cleaning: CleaningReport | None
+    notes: tuple[str, ...] = ()
 
 
 def prepare_data(cfg: TrainConfig) -> PreparedData:
@@ -144,15 +145,20 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     val = load_split(cfg.data, "val") if "val" in splits else None
     test = load_split(cfg.data, "test") if "test" in splits else None
     report = None
+    notes: tuple[str, ...] = ()
     if cfg.clean:
         train, report = clean_train(train, [s for s in (val, test) if s is not None])
+        if val is None and test is None:
+            notes = ("no test/ (or val/) beside train/: training faces copied in a test set could not be removed, "
+                     "so this run's test scores elsewhere may be inflated and its validation slice differs from "
+                     "runs that had one; `python -m fer_core.pack` carries the cleaned faces instead",)
     if val is None:
         val_seed = cfg.seed if cfg.val_seed is None else cfg.val_seed
         train, val = stratified_split(train, cfg.val_fraction, val_seed)
     if cfg.subset:
         train = per_class_subset(train, cfg.subset, cfg.seed)
         val = per_class_subset(val, max(1, cfg.subset // 4), cfg.seed)
-    return PreparedData(train, val, test, report)
+    return PreparedData(train, val, test, report, notes)
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -330,6 +336,8 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
     if data.cleaning:
         log(data.cleaning.format())
         write_json(out / "cleaning.json", data.cleaning.to_dict())
+    for note in data.notes:
+        log(f"note: {note}")
     model = create_model(cfg.arch).to(device).to(memory_format=torch.channels_last)
     model_cfg = ModelConfig(arch=cfg.arch)
     steps = len(data.train) // cfg.batch_size or 1
