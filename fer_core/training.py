@@ -149,9 +149,10 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     if cfg.clean:
         train, report = clean_train(train, [s for s in (val, test) if s is not None])
         if val is None and test is None:
-            notes = ("no test/ (or val/) beside train/: training faces copied in a test set could not be removed, "
-                     "so this run's test scores elsewhere may be inflated and its validation slice differs from "
-                     "runs that had one; `python -m fer_core.pack` carries the cleaned faces instead",)
+            notes = ("no test/ (or val/) beside train/, so no training face could be checked for a copy in a "
+                     "test set. Fine for faces packed by `python -m fer_core.pack` (cleaned before packing); "
+                     "otherwise this run's test scores may be inflated, and its validation slice differs from "
+                     "that of runs which had test/",)
     if val is None:
         val_seed = cfg.seed if cfg.val_seed is None else cfg.val_seed
         train, val = stratified_split(train, cfg.val_fraction, val_seed)
