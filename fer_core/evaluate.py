@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
             total, split = len(split), without_copies_in(split, load_split(data, "train"))
             print(f"--unseen: {total - len(split)} of {total} faces have a copy in train/ and are left out")
+            if not len(split):
+                raise ValueError(f"every face of {args.split} has a copy in train/ (a validation slice carved "
+                                 "from train/ is train/): --unseen applies to test, or to a val split of its own")
     except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

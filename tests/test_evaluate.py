@@ -68,3 +68,5 @@ def test_cli_unseen_leaves_out_test_faces_copied_into_train(folder_data: Path, t
     assert json.loads(out.read_text())["n"] == 67
     with pytest.raises(SystemExit):
         main(["--data", str(folder_data), "--split", "train", "--weights", str(weights), "--unseen"])
+    assert main(["--data", str(folder_data), "--split", "val", "--weights", str(weights), "--unseen"]) == 2
+    assert "--unseen applies to test" in capsys.readouterr().err
