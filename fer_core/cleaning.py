@@ -32,6 +32,7 @@ class CleaningReport:
     dropped: dict[str, list[int]] = field(default_factory=lambda: {r: [0] * len(EMOTIONS) for r in REASONS})
     examples: dict[str, list[str]] = field(default_factory=lambda: {r: [] for r in REASONS})
     duplicate_groups: int = 0
+    checked_against: list[str] = field(default_factory=list)  # the held-out splits leaks were looked for in
 
     def total(self, reason: str) -> int:
         return sum(self.dropped[reason])
@@ -44,6 +45,7 @@ class CleaningReport:
             "dropped": {r: dict(zip(EMOTIONS, v, strict=True)) for r, v in self.dropped.items()},
             "totals": {r: self.total(r) for r in REASONS},
             "examples": self.examples,
+            "checked_against": self.checked_against,
         }
 
     def format(self) -> str:
@@ -53,6 +55,11 @@ class CleaningReport:
         for r in REASONS:
             lines.append(f"  {r:<10}" + "".join(f"{n:>9}" for n in self.dropped[r]) + f"{self.total(r):>9}")
         lines.append(f"  ({self.duplicate_groups} groups of pixel-identical training images; one kept per group)")
+        if not self.checked_against:
+            lines.append("  no test/ (or val/) beside train/, so no training face could be checked for a copy in a "
+                         "test set. Fine for faces packed by `python -m fer_core.pack` (cleaned before packing); "
+                         "otherwise this run's test scores may be inflated, and its validation slice differs from "
+                         "that of runs which had test/")
         return "\n".join(lines)
 
 
@@ -80,7 +87,7 @@ def clean_train(
     train: Split, held_out: Sequence[Split] = (), examples_per_reason: int = 24
 ) -> tuple[Split, CleaningReport]:
     """Drop blanks, within-train duplicates (keep the first) and images leaked into ``held_out``."""
-    report = CleaningReport(before=len(train), after=0)
+    report = CleaningReport(before=len(train), after=0, checked_against=[s.name for s in held_out])
     blank = blank_mask(train).tolist()
     held_hashes = {h for s in held_out for h in image_hashes(s)}
     seen: dict[bytes, int] = {}

@@ -264,6 +264,12 @@ def load_split(path: str | os.PathLike, split: str, use_cache: bool = True) -> S
     return Split(split, torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), tuple(sources))
 
 
+def load_held_out(path: str | os.PathLike, splits: list[str]) -> dict[str, Split]:
+    """The splits beside train/ (of ``splits``, as ``available_splits`` found them) that training
+    must never see: cleaning removes their copies from train/."""
+    return {s: load_split(path, s) for s in ("val", "test") if s in splits}
+
+
 def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """Carve a validation slice out of ``split`` with the same class mix (seeded)."""
     if not 0.0 < fraction < 1.0:

@@ -23,28 +23,27 @@ from __future__ import annotations
 import argparse
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 
 from fer_core import EMOTIONS
 from fer_core.cleaning import clean_train
-from fer_core.data import DatasetError, Split, available_splits, load_split, resolve_source
+from fer_core.data import DatasetError, Split, available_splits, load_held_out, load_split, resolve_source
 
 
-def _entries(root: Path, split: Split, folder: str) -> list[tuple[str, bytes]]:
+def _entries(root: Path, split: Split, folder: str) -> Iterator[tuple[str, bytes]]:
     """(name in the archive, bytes) per face, in the order the folder loader will read them back."""
-    out = []
     for i, source in enumerate(split.sources):
         path = root / source
         if root.is_dir() and path.is_file():
-            out.append((source, path.read_bytes()))
+            yield source, path.read_bytes()
         else:  # a fer2013.csv row: zero-padded names keep the row order when sorted
             ok, png = cv2.imencode(".png", split.images[i, 0].numpy())
             if not ok:
                 raise DatasetError(f"{source}: could not encode as PNG")
-            out.append((f"{folder}/{EMOTIONS[int(split.labels[i])]}/{i:06d}.png", png.tobytes()))
-    return out
+            yield f"{folder}/{EMOTIONS[int(split.labels[i])]}/{i:06d}.png", png.tobytes()
 
 
 def pack_clean_train(data: str | Path, out: str | Path) -> dict[str, int]:
@@ -52,8 +51,7 @@ def pack_clean_train(data: str | Path, out: str | Path) -> dict[str, int]:
     one, never test/) and returns how many faces of each split went in."""
     src = resolve_source(data)
     root = src if src.is_dir() else src.parent
-    splits = available_splits(src)
-    held = {s: load_split(src, s) for s in ("val", "test") if s in splits}
+    held = load_held_out(src, available_splits(src))
     train, _ = clean_train(load_split(src, "train"), list(held.values()))
     parts = {"train": train, **({"val": held["val"]} if "val" in held else {})}
     out = Path(out)

@@ -30,7 +30,7 @@ from fer_core.atomic import read_json, write_json, write_text
 from fer_core.augment import augment_batch
 from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.cleaning import CleaningReport, clean_train
-from fer_core.data import Split, load_split, per_class_subset, stratified_split, validate_dataset
+from fer_core.data import Split, load_held_out, load_split, per_class_subset, stratified_split, validate_dataset
 from fer_core.device import autocast, resolve_device, resolve_precision
 from fer_core.distill import blended_targets, teacher_probs
 from fer_core.eval_cache import weights_hash
@@ -135,31 +135,24 @@ class PreparedData:
     val: Split
     test: Split | None
     cleaning: CleaningReport | None
-    notes: tuple[str, ...] = ()
 
 
 def prepare_data(cfg: TrainConfig) -> PreparedData:
     """Load, clean (against val/test, so nothing leaks), carve validation, take the subset."""
     splits = validate_dataset(cfg.data)
     train = load_split(cfg.data, "train")
-    val = load_split(cfg.data, "val") if "val" in splits else None
-    test = load_split(cfg.data, "test") if "test" in splits else None
+    held = load_held_out(cfg.data, splits)
+    val, test = held.get("val"), held.get("test")
     report = None
-    notes: tuple[str, ...] = ()
     if cfg.clean:
-        train, report = clean_train(train, [s for s in (val, test) if s is not None])
-        if val is None and test is None:
-            notes = ("no test/ (or val/) beside train/, so no training face could be checked for a copy in a "
-                     "test set. Fine for faces packed by `python -m fer_core.pack` (cleaned before packing); "
-                     "otherwise this run's test scores may be inflated, and its validation slice differs from "
-                     "that of runs which had test/",)
+        train, report = clean_train(train, list(held.values()))
     if val is None:
         val_seed = cfg.seed if cfg.val_seed is None else cfg.val_seed
         train, val = stratified_split(train, cfg.val_fraction, val_seed)
     if cfg.subset:
         train = per_class_subset(train, cfg.subset, cfg.seed)
         val = per_class_subset(val, max(1, cfg.subset // 4), cfg.seed)
-    return PreparedData(train, val, test, report, notes)
+    return PreparedData(train, val, test, report)
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -337,8 +330,6 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
     if data.cleaning:
         log(data.cleaning.format())
         write_json(out / "cleaning.json", data.cleaning.to_dict())
-    for note in data.notes:
-        log(f"note: {note}")
     model = create_model(cfg.arch).to(device).to(memory_format=torch.channels_last)
     model_cfg = ModelConfig(arch=cfg.arch)
     steps = len(data.train) // cfg.batch_size or 1

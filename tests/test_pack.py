@@ -35,8 +35,8 @@ def test_folder_pack_leaves_out_test_copies_and_keeps_the_validation_slice(folde
     naive = tmp_path / "naive"
     shutil.copytree(folder_data / "train", naive / "train")
     assert _hashes(naive) != _hashes(folder_data)
-    assert "fer_core.pack" in prepare_data(TrainConfig(data=str(naive))).notes[0]
-    assert prepare_data(TrainConfig(data=str(folder_data))).notes == ()
+    assert "fer_core.pack" in prepare_data(TrainConfig(data=str(naive))).cleaning.format()
+    assert "fer_core.pack" not in prepare_data(TrainConfig(data=str(folder_data))).cleaning.format()
 
 
 def test_csv_pack_carries_the_same_faces_and_its_validation_split_as_lossless_pngs(csv_data: Path,
