@@ -199,9 +199,12 @@ class RunWriter:
         self.progress: dict = {"status": "starting", "pid": os.getpid(), "started": _now()}
         self._last_progress_write = 0.0
 
+    def progress_due(self) -> bool:
+        return time.monotonic() - self._last_progress_write > 1.0
+
     def update_progress(self, force: bool = False, **values: object) -> None:
         self.progress.update(values, updated=_now())
-        if force or time.monotonic() - self._last_progress_write > 1.0:
+        if force or self.progress_due():
             write_json(self.out / "progress.json", self.progress)
             self._last_progress_write = time.monotonic()
 
@@ -324,6 +327,7 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed batch shapes: tune the kernels once
     data = data or prepare_data(cfg)
     if should_stop():
         raise Cancelled
@@ -366,7 +370,11 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
         best_acc, started, first = state.best_acc, started - state.elapsed_s, state.epoch + 1
     for epoch in range(first, cfg.epochs + 1):
         model.train()
-        t0, seen, loss_sum, correct = time.monotonic(), 0, 0.0, 0
+        t0, seen = time.monotonic(), 0
+        # Running sums stay on the device: reading them is a GPU sync, done about once a second
+        # and at the epoch's end, not every step, so a GPU is never left idle waiting for Python.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
         order = torch.randperm(len(images), generator=gen, device=device)[: steps * cfg.batch_size]
         bar = tqdm(order.view(steps, -1), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show_bar)
         for step, idx in enumerate(bar, start=1):
@@ -378,23 +386,25 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
             with autocast(device, precision):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at epoch {epoch} step {step}: the learning "
-                                    f"rate {cfg.lr:g} is probably too high for {cfg.optimizer}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if per_step:
                 sched.step()
             seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            rate = seen / (time.monotonic() - t0)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
-            done = (epoch - 1) * steps + step
-            writer.update_progress(status="running", epoch=epoch, epochs=cfg.epochs, step=step, steps=steps,
-                                   train_loss=loss_sum / seen, train_acc=correct / seen, images_per_s=rate,
-                                   eta_s=(cfg.epochs * steps - done) * cfg.batch_size / rate)
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            if step == steps or writer.progress_due():
+                train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+                if not math.isfinite(train_loss):  # checked before any save: no diverged weights are kept
+                    raise TrainingError(f"loss became {train_loss} by epoch {epoch} step {step}: the learning "
+                                        f"rate {cfg.lr:g} is probably too high for {cfg.optimizer}")
+                rate = seen / (time.monotonic() - t0)
+                bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", img_s=f"{rate:.0f}")
+                done = (epoch - 1) * steps + step
+                writer.update_progress(status="running", epoch=epoch, epochs=cfg.epochs, step=step, steps=steps,
+                                       train_loss=train_loss, train_acc=train_acc, images_per_s=rate,
+                                       eta_s=(cfg.epochs * steps - done) * cfg.batch_size / rate)
             if should_stop():
                 raise Cancelled
         val = evaluate(model, data.val, precision=precision)
@@ -402,7 +412,7 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
                                     torch.from_numpy(val.labels)))
         if sched is not None and not per_step:
             sched.step(val.accuracy)
-        row = {"epoch": epoch, "train_loss": round(loss_sum / seen, 5), "train_acc": round(correct / seen, 5),
+        row = {"epoch": epoch, "train_loss": round(train_loss, 5), "train_acc": round(train_acc, 5),
                "val_loss": round(val_loss, 5), "val_acc": round(val.accuracy, 5),
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 2)}
         writer.add_epoch(row)
