@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig | str:
                     help="distil from these weights (e.g. weights/accurate.safetensors): each target becomes "
                          "a blend of the label and the teacher's probabilities")
     ap.add_argument("--distill", type=float, default=d.distill, help="the teacher's share of each target")
+    ap.add_argument("--init", default=d.init, metavar="WEIGHTS",
+                    help="start from these weights (same architecture) instead of random ones, e.g. to anneal "
+                         "a stopped run's best checkpoint with --schedule cosine and a small --lr")
     ap.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     ap.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
     ap.add_argument("--out", default=d.out, help="run folder (default: runs/<time>-<arch>-<optimizer>-lr<lr>)")

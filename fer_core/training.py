@@ -71,6 +71,7 @@ class TrainConfig:
     val_seed: int | None = None  # which validation slice; None = seed. Ensemble members share one.
     teacher: str | None = None  # weights to distil from (see fer_core.distill); None trains on labels alone
     distill: float = 0.5  # the teacher's share of each target, when there is a teacher
+    init: str | None = None  # weights to start from (same architecture), e.g. to anneal a stopped run; None = random
     device: str = "auto"
     precision: str = "auto"
     out: str | None = None
@@ -107,6 +108,13 @@ class TrainConfig:
                     problems.append(f"teacher {self.teacher} answers {teacher.classes}, not the 7 FER-2013 classes")
             except CheckpointError as exc:
                 problems.append(f"teacher: {exc}")
+        if self.init is not None:
+            try:
+                _, start = load_checkpoint(self.init)
+                if start.arch != self.arch:
+                    problems.append(f"--init {self.init} holds a {start.arch}, not a {self.arch}")
+            except CheckpointError as exc:
+                problems.append(f"init: {exc}")
         if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
             problems.append(f"subset must be a positive number of images per class, got {self.subset}")
         try:
@@ -305,11 +313,14 @@ def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Cal
     log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs} (best val acc so far {state.best_acc:.4f})")
     return _supervised(out, writer, log, lambda: fit(cfg, out, writer, log, should_stop, show_bar,
                                                      state=state, expected_data=saved.get("data"),
-                                                     expected_teacher=saved.get("teacher")))
+                                                     expected_teacher=saved.get("teacher"),
+                                                     expected_init=saved.get("init")))
 
 
-def _teacher_summary(cfg: TrainConfig) -> dict | None:
-    return None if cfg.teacher is None else {"weights": cfg.teacher, "sha256": weights_hash(cfg.teacher)}
+def _pinned(weights: str | None) -> dict | None:
+    """A weights file a run depends on, by path and content, so the run can be reproduced and
+    a resume can refuse a file that changed under the same name."""
+    return None if weights is None else {"weights": weights, "sha256": weights_hash(weights)}
 
 
 def _data_summary(data: PreparedData) -> dict:
@@ -321,7 +332,7 @@ def _data_summary(data: PreparedData) -> dict:
 def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], None],
         should_stop: Callable[[], bool], show_bar: bool, data: PreparedData | None = None,
         state: ResumeState | None = None, expected_data: dict | None = None,
-        expected_teacher: dict | None = None) -> None:
+        expected_teacher: dict | None = None, expected_init: dict | None = None) -> None:
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -343,15 +354,18 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
     if expected_data is not None and any(summary[k] != expected_data.get(k) for k in ("train_hash", "val_hash")):
         raise TrainingError(f"the images under {cfg.data} are not the ones this run started on "
                             "(their hash differs); it cannot be resumed on them")
-    teacher = _teacher_summary(cfg)
-    if expected_teacher is not None and teacher != expected_teacher:
-        raise TrainingError(f"the teacher {cfg.teacher} is not the file this run started with (its hash "
-                            "differs); it cannot be resumed with it")
+    teacher, init = _pinned(cfg.teacher), _pinned(cfg.init)
+    for role, pinned, expected in (("teacher", teacher, expected_teacher), ("init", init, expected_init)):
+        if expected is not None and pinned != expected:
+            raise TrainingError(f"the {role} weights {pinned and pinned['weights']} are not the file this run "
+                                "started with (their hash differs); it cannot be resumed with them")
+    if cfg.init is not None:
+        model.load_state_dict(load_checkpoint(cfg.init)[0].state_dict())
     if state is None:
         write_json(out / "config.json", {
             "train": asdict(cfg), "model": model_cfg.to_dict(), "params": count_params(model),
             "device": str(device), "precision": precision, "torch": torch.__version__, "data": summary,
-            "teacher": teacher,
+            "teacher": teacher, "init": init,
         })
     log(f"{cfg.arch}: {count_params(model):,} params | train {len(data.train)} val {len(data.val)} | "
         f"{device} {precision} | run folder {out}")
