@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from fer_core.device import autocast, resolve_precision
-from fer_core.models import count_macs, count_params, create_model, list_models
+from fer_core.models import count_macs, count_params, create_model, single_models
 
 TRAIN_IMAGES = 28709  # FER-2013 Training split
 
@@ -74,7 +74,8 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_core.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", nargs="*", default=[a for a in list_models() if a != "tiny"])
+    ap.add_argument("--arch", nargs="*", default=[a for a in single_models() if a != "tiny"],
+                    help="default: every single network; name an ensemble (e.g. the shipped one) to add it")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--pipeline", action="store_true", help="benchmark detection + classification + drawing")
     args = ap.parse_args(argv)

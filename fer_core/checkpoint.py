@@ -26,33 +26,87 @@ class CheckpointError(ValueError):
     """A weights file that cannot be used; the message says which and why."""
 
 
-def _stored_in_half(tensor: torch.Tensor) -> bool:
-    """Conv and dense weights: nearly all of the bytes. BatchNorm statistics stay fp32 (their
-    variances can fall below float16's normal range)."""
+STORAGES = ("float32", "float16", "int8")
+SHIPPED_FILE_LIMIT = 20_000_000  # bytes: the most any file in weights/ may hold, so git stays small
+SCALE_SUFFIX = ".int8_scale"
+
+
+def _compact(tensor: torch.Tensor) -> bool:
+    """Conv and dense weights: nearly all of the bytes, and the only tensors stored compactly.
+    BatchNorm statistics stay fp32 (their variances can fall below float16's normal range)."""
     return tensor.is_floating_point() and tensor.ndim > 1
 
 
-def round_to_half(model: nn.Module) -> nn.Module:
-    """Give ``model`` exactly the values a ``half=True`` checkpoint of it will load with, so
+def _int8(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one float32 scale per output channel: each filter keeps its own range,
+    which is what keeps a convolution's accuracy within noise of float32."""
+    scale = tensor.float().abs().amax(dim=tuple(range(1, tensor.ndim)), keepdim=True).clamp_min(1e-12) / 127
+    return (tensor.float() / scale).round().clamp(-127, 127).to(torch.int8), scale
+
+
+def stored_value(tensor: torch.Tensor, storage: str) -> torch.Tensor:
+    """The float32 values a file in ``storage`` gives back for ``tensor``."""
+    if storage == "float32" or not _compact(tensor):
+        return tensor.float()
+    if storage == "float16":
+        return tensor.half().float()
+    q, scale = _int8(tensor)
+    return q.float() * scale
+
+
+def round_to_storage(model: nn.Module, storage: str) -> nn.Module:
+    """Give ``model`` exactly the values a checkpoint of it in ``storage`` will load with, so
     what is measured before shipping is what ships."""
     with torch.no_grad():
         for t in model.state_dict().values():
-            if _stored_in_half(t):
-                t.copy_(t.half())
+            if _compact(t):
+                t.copy_(stored_value(t, storage))
     return model
 
 
-def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike, half: bool = False) -> Path:
-    """``half`` stores the weight tensors as float16: half the file, for models kept in git.
-    Loading casts back to float32; inference runs in bf16 or fp32 either way."""
+def stored_bytes(model: nn.Module, storage: str) -> int:
+    """The tensor bytes of a checkpoint of ``model`` in ``storage`` (the header adds a few kB)."""
+    per_value = {"float32": 4, "float16": 2, "int8": 1}[storage]
+    return sum(t.numel() * per_value + (4 * t.shape[0] if storage == "int8" else 0) if _compact(t)
+               else t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def shipped_storage(model: nn.Module) -> str | None:
+    """float16 where it fits the weights/ limit, else int8 where that fits, else None (too big)."""
+    return next((s for s in ("float16", "int8") if stored_bytes(model, s) <= SHIPPED_FILE_LIMIT), None)
+
+
+def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike,
+                    storage: str = "float32") -> Path:
+    """``storage`` float16 halves the file, int8 quarters it (per-channel scales), for models kept in
+    git. Loading always gives float32 back; inference runs in bf16 or fp32 either way."""
+    if storage not in STORAGES:
+        raise ValueError(f"unknown storage '{storage}' (known: {', '.join(STORAGES)})")
     path = Path(path)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    if half:
-        state = {k: v.half() if _stored_in_half(v) else v for k, v in state.items()}
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu").contiguous()
+        if _compact(v) and storage == "float16":
+            v = v.half()
+        elif _compact(v) and storage == "int8":
+            v, state[k + SCALE_SUFFIX] = _int8(v)
+        state[k] = v
     meta = {CONFIG_KEY: json.dumps(config.to_dict())}
     write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
     write_json(path.with_name(path.stem + "_config.json"), config.to_dict())
     return path
+
+
+def _dequantized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """int8 tensors back to float32 with their scales; any other tensor as stored."""
+    out = {k: v for k, v in state.items() if not k.endswith(SCALE_SUFFIX)}
+    for k, scale in state.items():
+        if k.endswith(SCALE_SUFFIX):
+            base = k[: -len(SCALE_SUFFIX)]
+            if out.get(base) is None or out[base].dtype != torch.int8:
+                raise ValueError(f"scale {k} has no int8 tensor {base} beside it")
+            out[base] = out[base].float() * scale.float()
+    return out
 
 
 def resolve_weights(path: str | os.PathLike) -> Path:
@@ -83,7 +137,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
         model = create_model(config.arch, config.num_classes)
-        model.load_state_dict(state)
+        model.load_state_dict(_dequantized(state))
     except (ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{p}: weights do not fit their config ({exc})") from None
     return model.to(device).eval(), config

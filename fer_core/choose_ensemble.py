@@ -1,8 +1,9 @@
 """Choose which trained runs to ship as the accurate model, on the validation slice only.
 
 Every subset of the given runs that makes a registered architecture (one run, or a registered
-ensemble of their architectures) and fits a shipped file (float16, at most 20 MB) is scored on the
-validation slice all of them held out, with and without TTA, on float16-rounded weights as shipped.
+ensemble of their architectures) and fits a shipped file (at most 20 MB: float16, or int8 where float16
+is too big) is scored on the validation slice all of them held out, with and without TTA, on weights
+rounded exactly as that file will store them.
 The rule, fixed before measuring: best accuracy with TTA, ties going to the smaller model. An
 ensemble is the mean of its members' probabilities and TTA the mean over views, so each run is
 evaluated once (with and without TTA) and every subset is an average: 6 runs, 63 subsets. Those
@@ -21,17 +22,14 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from fer_core import checkpoint
 from fer_core.atomic import read_json
-from fer_core.checkpoint import load_checkpoint, round_to_half
+from fer_core.checkpoint import load_checkpoint, round_to_storage, stored_bytes
 from fer_core.data import Split
 from fer_core.eval_cache import cache_path, load_cached, store, weights_hash
 from fer_core.evaluate import Evaluation, predict_probs
 from fer_core.models import count_params, ensemble_for
-
-MAX_FILE_BYTES = 20_000_000  # the issue's limit for each file in weights/
-BYTES_PER_PARAM = 2  # float16
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,7 @@ class Candidate:
     runs: tuple[Path, ...]
     arch: str
     params: int
+    storage: str
     accuracy: float
     tta_accuracy: float
     tta_macro_f1: float
@@ -63,13 +62,15 @@ def _run_config(run: Path) -> dict:
     return config
 
 
-def _half_precision_probs(run: Path, model: torch.nn.Module, val: Split, val_hash: str, tta: bool) -> np.ndarray:
-    """The float16-rounded run's probabilities on ``val``, through the evaluation cache."""
-    path = cache_path(weights_hash(run), val_hash, f"{val.name}-float16", tta)
+def _stored_probs(run: Path, val: Split, val_hash: str, storage: str, tta: bool) -> np.ndarray:
+    """The run's probabilities on ``val`` with its weights rounded as ``storage`` keeps them,
+    through the evaluation cache."""
+    path = cache_path(weights_hash(run), val_hash, f"{val.name}-{storage}", tta)
     hit = load_cached(path, len(val))
     if hit is not None:
         return hit.probs
-    probs = predict_probs(model, val.images, tta=tta)
+    model, _ = load_checkpoint(run)
+    probs = predict_probs(round_to_storage(model, storage), val.images, tta=tta)
     store(path, Evaluation(probs, val.labels.numpy(), tta=tta))
     return probs
 
@@ -83,32 +84,38 @@ def candidates(runs: list[Path], data: str) -> list[Candidate]:
     if val is None:
         raise ValueError("these runs did not all hold out the same validation slice of this data; "
                          "train ensemble members with the same --val-seed on the same data")
-    labels = val.labels.numpy()
-    plain, tta, params, archs = {}, {}, {}, {}
-    val_hash = val.content_hash()
+    labels, val_hash = val.labels.numpy(), val.content_hash()
+    params, archs, sizes, probs = {}, {}, {}, {}
     for run in runs:
         model, cfg = load_checkpoint(run)
-        round_to_half(model)
-        plain[run], tta[run] = (_half_precision_probs(run, model, val, val_hash, t) for t in (False, True))
         params[run], archs[run] = count_params(model), cfg.arch
+        sizes[run] = {s: stored_bytes(model, s) for s in ("float16", "int8")}
+
+    def member(run: Path, storage: str, tta: bool) -> np.ndarray:  # evaluated once, when first needed
+        if (run, storage, tta) not in probs:
+            probs[run, storage, tta] = _stored_probs(run, val, val_hash, storage, tta)
+        return probs[run, storage, tta]
+
     found = []
     for k in range(1, len(runs) + 1):
         for subset in combinations(runs, k):
             arch = architecture_of([archs[r] for r in subset])
-            n_params = sum(params[r] for r in subset)
-            if arch is None or n_params * BYTES_PER_PARAM > MAX_FILE_BYTES:
+            storage = next((s for s in ("float16", "int8")
+                            if sum(sizes[r][s] for r in subset) <= checkpoint.SHIPPED_FILE_LIMIT), None)
+            if arch is None or storage is None:
                 continue
-            with_tta = Evaluation(np.mean([tta[r] for r in subset], 0), labels, tta=True)
+            with_tta = Evaluation(np.mean([member(r, storage, True) for r in subset], 0), labels, tta=True)
+            plain = Evaluation(np.mean([member(r, storage, False) for r in subset], 0), labels, tta=False)
             found.append(Candidate(
-                runs=subset, arch=arch, params=n_params,
-                accuracy=Evaluation(np.mean([plain[r] for r in subset], 0), labels, tta=False).accuracy,
-                tta_accuracy=with_tta.accuracy, tta_macro_f1=with_tta.metrics()["macro_f1"]))
+                runs=subset, arch=arch, params=sum(params[r] for r in subset), storage=storage,
+                accuracy=plain.accuracy, tta_accuracy=with_tta.accuracy, tta_macro_f1=with_tta.metrics()["macro_f1"]))
     return sorted(found, key=lambda c: (-c.tta_accuracy, c.params))
 
 
 def format_table(found: list[Candidate]) -> str:
-    lines = [f"{'val TTA':>8} {'val':>7} {'F1 TTA':>7} {'params':>7}  {'arch':<12} runs"]
-    lines += [f"{c.tta_accuracy:8.2%} {c.accuracy:7.2%} {c.tta_macro_f1:7.4f} {c.params / 1e6:6.2f}M  {c.arch:<12} "
+    lines = [f"{'val TTA':>8} {'val':>7} {'F1 TTA':>7} {'params':>7} {'stored':>7}  {'arch':<14} runs"]
+    lines += [f"{c.tta_accuracy:8.2%} {c.accuracy:7.2%} {c.tta_macro_f1:7.4f} {c.params / 1e6:6.2f}M {c.storage:>7}  "
+              f"{c.arch:<14} "
               + " ".join(str(r) for r in c.runs) for c in found]
     return "\n".join(lines)
 
@@ -125,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not found:
-        print(f"error: no subset of these runs makes a registered architecture under {MAX_FILE_BYTES / 1e6:.0f} MB",
-              file=sys.stderr)
+        limit = checkpoint.SHIPPED_FILE_LIMIT / 1e6
+        print(f"error: no subset of these runs makes a registered architecture under {limit:.0f} MB", file=sys.stderr)
         return 2
     print(format_table(found[:args.top]))
     best = found[0]

@@ -32,6 +32,11 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def single_models() -> list[str]:
+    """The networks themselves, without the ensembles made of them: what a person trains or benchmarks."""
+    return [name for name in list_models() if name not in ENSEMBLES]
+
+
 def describe(name: str) -> str:
     return _DESCRIPTIONS[name]
 
@@ -207,6 +212,22 @@ register_ensemble("fernet_msss", ("fernet_m", "fernet_s", "fernet_s", "fernet_s"
                   "Ours, accurate: a fernet_m and three fernet_s (different seeds) validated on the same slice, "
                   "probabilities averaged.")
 
+
+
+def _register_mixed_ensembles(codes: tuple[str, ...]) -> None:
+    """Bigger mixes of fernet_l / fernet_m / fernet_s, named by one letter per member: these
+    only fit a shipped file in int8 (see ``fer_core.checkpoint.shipped_storage``)."""
+    full = {"l": "fernet_l", "m": "fernet_m", "s": "fernet_s"}
+    for code in codes:
+        members = tuple(full[c] for c in code)
+        counts = [f"{code.count(c)} {full[c]}" if code.count(c) > 1 else full[c] for c in "lms" if c in code]
+        register_ensemble(f"fernet_{code}", members,
+                          f"Ours, accurate: {' + '.join(counts)} validated on the same slice, probabilities "
+                          "averaged; shipped in int8.")
+
+
+_register_mixed_ensembles(("lmm", "lms", "lmmm", "lmms", "lmss", "mmms", "mmss", "lmmms", "lmmss", "lmsss",
+                           "mmmss"))
 
 @register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")
 def tiny(num_classes: int) -> nn.Module:

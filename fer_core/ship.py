@@ -1,7 +1,7 @@
 """Turn a finished training run into a shipped model: weights in ``weights/`` plus a model
 card measured on the spot (test metrics with and without TTA, latency on this machine).
-Weights are stored as float16 (half the bytes, so every shipped file stays well under git's
-comfort zone) and measured after that rounding.
+Weights are stored as float16 (half the bytes), or as int8 with per-channel scales where float16
+would not fit the 20 MB limit of a file in ``weights/``, and measured after that rounding.
 
     python -m fer_core.ship RUN_DIR --name model --data ../shared/fer2013 [--command "python train.py ..."]
 
@@ -25,7 +25,7 @@ import torch
 from fer_core import EMOTIONS
 from fer_core.atomic import write_json, write_text
 from fer_core.bench import images_per_second
-from fer_core.checkpoint import load_checkpoint, round_to_half, save_checkpoint
+from fer_core.checkpoint import SHIPPED_FILE_LIMIT, load_checkpoint, round_to_storage, save_checkpoint, shipped_storage
 from fer_core.data import Split, load_split
 from fer_core.device import autocast, resolve_precision
 from fer_core.evaluate import evaluate
@@ -55,6 +55,9 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+STORAGE_WORDS = {"float16": "float16", "int8": "int8 with a float32 scale per output channel (BatchNorm in float32)"}
+
+
 def card_markdown(card: dict) -> str:
     t, tt = card["test"], card["test_tta"]
     lines = [
@@ -62,7 +65,8 @@ def card_markdown(card: dict) -> str:
         "",
         card["description"],
         "",
-        f"- Parameters: {card['params']:,}; forward MACs per face: {card['macs'] / 1e6:.1f} M",
+        f"- Parameters: {card['params']:,}; forward MACs per face: {card['macs'] / 1e6:.1f} M; weights stored as "
+        f"{STORAGE_WORDS[card.get('storage', 'float16')]}",
         f"- Trained with: `{card['train_command']}`",
         f"- Training: {card['epochs']} epochs, {card['train_minutes']:.0f} min on {card['hardware']}; "
         "best validation accuracy " + " / ".join(f"{v * 100:.2f}%" for v in card["val_acc"])
@@ -135,7 +139,10 @@ def validation_scores(model: torch.nn.Module, configs: list[dict], data: str) ->
 
 def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) -> dict:
     model, cfg = build_model(runs)
-    round_to_half(model)  # measure exactly what the float16 file below will hold
+    storage = shipped_storage(model)
+    if storage is None:
+        raise ValueError(f"{cfg.arch} does not fit a {SHIPPED_FILE_LIMIT / 1e6:.0f} MB file even in int8")
+    round_to_storage(model, storage)  # measure exactly what the file below will hold
     configs = [json.loads((r / "config.json").read_text()) for r in runs]
     histories = [list(csv.DictReader((r / "history.csv").open())) for r in runs]
     test = load_split(data, "test")
@@ -143,7 +150,8 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
     plain, tta = evaluate(model, test), evaluate(model, test, tta=True)
     card = {
         "name": name, "arch": cfg.arch, "description": describe(cfg.arch),
-        "params": count_params(model), "macs": count_macs(model), "date": date.today().isoformat(),
+        "params": count_params(model), "macs": count_macs(model), "storage": storage,
+        "date": date.today().isoformat(),
         "train_command": command, "config": [c["train"] for c in configs], "data": configs[0]["data"],
         "epochs": sum(len(h) for h in histories),
         "train_minutes": sum(float(row["seconds"]) for h in histories for row in h) / 60,
@@ -154,7 +162,7 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
         "latency": measure_latency(model),
         "eval_seconds": round(time.perf_counter() - t0, 1),
     }
-    save_checkpoint(model, cfg, WEIGHTS_DIR / f"{name}.safetensors", half=True)
+    save_checkpoint(model, cfg, WEIGHTS_DIR / f"{name}.safetensors", storage=storage)
     write_json(WEIGHTS_DIR / f"{name}.json", card)
     return card
 

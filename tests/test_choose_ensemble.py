@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fer_core import choose_ensemble, models, ship
-from fer_core.checkpoint import round_to_half
+from fer_core import checkpoint, choose_ensemble, models, ship
+from fer_core.checkpoint import load_checkpoint, round_to_storage, stored_bytes
 from fer_core.evaluate import evaluate
 from fer_core.training import TrainConfig, train
 from tests.conftest import write_folder_dataset
@@ -40,8 +40,9 @@ def test_every_subset_is_scored_as_its_shipped_file_scores_on_validation(runs, t
     assert [(-c.tta_accuracy, c.params) for c in found] == sorted((-c.tta_accuracy, c.params) for c in found)
     pair = next(c for c in found if len(c.runs) == 2)
     assert pair.arch == "tiny_x2" and pair.params == 2 * found[0].params
+    assert {c.storage for c in found} == {"float16"}
     model, _ = ship.build_model(list(pair.runs))
-    round_to_half(model)
+    round_to_storage(model, "float16")
     configs = [json.loads((r / "config.json").read_text()) for r in pair.runs]
     val = ship.shared_validation_slice(configs, str(data))
     assert evaluate(model, val).accuracy == pair.accuracy
@@ -50,9 +51,25 @@ def test_every_subset_is_scored_as_its_shipped_file_scores_on_validation(runs, t
 
 def test_a_subset_too_big_to_ship_is_not_a_candidate(runs, tiny_pair, monkeypatch) -> None:
     data, (a, b) = runs
-    one = choose_ensemble.candidates([a], str(data))[0].params
-    monkeypatch.setattr(choose_ensemble, "MAX_FILE_BYTES", one * choose_ensemble.BYTES_PER_PARAM)
-    assert sorted(c.runs for c in choose_ensemble.candidates([a, b], str(data))) == [(a,), (b,)]
+    monkeypatch.setattr(checkpoint, "SHIPPED_FILE_LIMIT", stored_bytes(load_checkpoint(a)[0], "int8"))
+    found = choose_ensemble.candidates([a, b], str(data))
+    assert sorted(c.runs for c in found) == [(a,), (b,)] and {c.storage for c in found} == {"int8"}
+
+
+def test_a_subset_too_big_for_float16_is_scored_as_its_int8_file(runs, tiny_pair, monkeypatch) -> None:
+    data, (a, b) = runs
+    one = load_checkpoint(a)[0]
+    pair, _ = ship.build_model([a, b])
+    assert stored_bytes(one, "float16") <= stored_bytes(pair, "int8") < stored_bytes(pair, "float16")
+    monkeypatch.setattr(checkpoint, "SHIPPED_FILE_LIMIT", stored_bytes(pair, "int8"))
+    found = {c.runs: c for c in choose_ensemble.candidates([a, b], str(data))}
+    assert found[(a,)].storage == "float16" and found[(a, b)].storage == "int8"
+    assert ship.shipped_storage(pair) == "int8"
+    configs = [json.loads((r / "config.json").read_text()) for r in (a, b)]
+    val = ship.shared_validation_slice(configs, str(data))
+    round_to_storage(pair, "int8")
+    assert evaluate(pair, val).accuracy == found[(a, b)].accuracy
+    assert evaluate(pair, val, tta=True).accuracy == found[(a, b)].tta_accuracy
 
 
 def test_the_command_line_names_the_winner_and_its_ship_command(runs, tiny_pair, capsys) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_core.checkpoint import CheckpointError, load_checkpoint, round_to_half, save_checkpoint
+from fer_core.checkpoint import CheckpointError, load_checkpoint, round_to_storage, save_checkpoint, stored_bytes
 from fer_core.data import load_split
 from fer_core.models import ModelConfig, create_model
 from fer_core.training import TrainConfig, TrainingError, train
@@ -64,18 +64,38 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path: Path) -> None:
     assert cfg.arch == "fernet_s" and (tmp_path / "m_config.json").is_file()
 
 
-def test_half_checkpoint_loads_exactly_the_rounded_model_at_half_the_size(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("storage", "size"), [("float16", 0.55), ("int8", 0.3)])
+def test_compact_checkpoints_load_exactly_the_rounded_model(tmp_path: Path, storage: str, size: float) -> None:
     torch.manual_seed(0)
     model = create_model("fernet_s").eval()
     full = save_checkpoint(model, ModelConfig("fernet_s"), tmp_path / "full.safetensors")
-    half = save_checkpoint(model, ModelConfig("fernet_s"), tmp_path / "half.safetensors", half=True)
-    assert half.stat().st_size < 0.55 * full.stat().st_size
-    loaded, _ = load_checkpoint(half)
+    small = save_checkpoint(model, ModelConfig("fernet_s"), tmp_path / "small.safetensors", storage=storage)
+    assert small.stat().st_size < size * full.stat().st_size
+    assert abs(small.stat().st_size - stored_bytes(model, storage)) < 20_000  # the header
+    loaded, _ = load_checkpoint(small)
     assert all(t.dtype == torch.float32 for t in loaded.state_dict().values() if t.is_floating_point())
-    round_to_half(model)
     x = torch.rand(4, 1, 48, 48)
     with torch.no_grad():
+        reference = model(x)
+        round_to_storage(model, storage)
         assert torch.equal(model(x), loaded(x))
+        assert torch.allclose(loaded(x), reference, atol=0.05)  # rounding moves the logits only slightly
+
+
+def test_an_int8_file_with_a_scale_but_no_int8_tensor_is_refused(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = save_checkpoint(create_model("tiny"), ModelConfig("tiny"), tmp_path / "q.safetensors", storage="int8")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    state = load_file(str(path))
+    key = next(k for k in state if k.endswith(".int8_scale"))
+    state[key.removesuffix(".int8_scale")] = state[key.removesuffix(".int8_scale")].float()
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="has no int8 tensor"):
+        load_checkpoint(path)
 
 
 def test_bad_weights_files_are_refused(tmp_path: Path) -> None:
