@@ -37,6 +37,7 @@ def test_epochs_fit_the_time_left_with_a_margin_and_a_cap() -> None:
     assert gpu_batch.plan_epochs({"fernet_l": 5.0, "fernet_s": 0.01}, 500, cap=300) == {"fernet_l": 85, "fernet_s": 300}
 
 
+@pytest.mark.slow
 def test_a_batch_trains_every_run_and_packs_it_with_float16_weights(tmp_path: Path, monkeypatch) -> None:
     data = write_folder_dataset(tmp_path / "fer", {"train": 30})
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # train.py is run from the project root
