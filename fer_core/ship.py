@@ -116,6 +116,27 @@ def build_model(runs: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
     return model.eval(), ModelConfig(arch)
 
 
+def run_summary(run: Path) -> dict:
+    """Epochs, training minutes and best validation accuracy of one run, from its ``history.csv``,
+    plus those of the run it started from (``--init``), so a card counts all the training behind
+    a network. A member rebuilt from an earlier shipped file has no history left, only what that
+    file's card recorded, kept beside it as ``summary.json``."""
+    if (run / "history.csv").is_file():
+        rows = list(csv.DictReader((run / "history.csv").open()))
+        summary = {"epochs": len(rows), "minutes": sum(float(r["seconds"]) for r in rows) / 60,
+                   "best_val_acc": max(float(r["val_acc"]) for r in rows)}
+    elif (run / "summary.json").is_file():
+        summary = json.loads((run / "summary.json").read_text())
+    else:
+        raise ValueError(f"{run}: no history.csv (nor summary.json) says how it was trained")
+    init = (json.loads((run / "config.json").read_text()).get("init") or {}).get("weights")
+    if init:
+        before = run_summary(Path(init).parent)
+        summary = {**summary, "epochs": summary["epochs"] + before["epochs"],
+                   "minutes": summary["minutes"] + before["minutes"]}
+    return summary
+
+
 def shared_validation_slice(configs: list[dict], data: str) -> Split | None:
     """The validation slice every run (by its saved config) held out of ``data``; None when they
     held out different slices, or ``data`` is not what they saw: then there is no honest figure."""
@@ -144,7 +165,7 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
         raise ValueError(f"{cfg.arch} does not fit a {SHIPPED_FILE_LIMIT / 1e6:.0f} MB file even in int8")
     round_to_storage(model, storage)  # measure exactly what the file below will hold
     configs = [json.loads((r / "config.json").read_text()) for r in runs]
-    histories = [list(csv.DictReader((r / "history.csv").open())) for r in runs]
+    summaries = [run_summary(r) for r in runs]
     test = load_split(data, "test")
     t0 = time.perf_counter()
     plain, tta = evaluate(model, test), evaluate(model, test, tta=True)
@@ -153,9 +174,9 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
         "params": count_params(model), "macs": count_macs(model), "storage": storage,
         "date": date.today().isoformat(),
         "train_command": command, "config": [c["train"] for c in configs], "data": configs[0]["data"],
-        "epochs": sum(len(h) for h in histories),
-        "train_minutes": sum(float(row["seconds"]) for h in histories for row in h) / 60,
-        "hardware": hardware, "val_acc": [max(float(row["val_acc"]) for row in h) for h in histories],
+        "epochs": sum(s["epochs"] for s in summaries),
+        "train_minutes": sum(s["minutes"] for s in summaries),
+        "hardware": hardware, "val_acc": [s["best_val_acc"] for s in summaries],
         "eval_command": f"python -m fer_core.evaluate --data {data} --split test --weights weights/{name}.safetensors",
         "val": validation_scores(model, configs, data),
         "test": {"split": "test", **plain.metrics()}, "test_tta": {"split": "test", **tta.metrics()},

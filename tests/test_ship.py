@@ -51,3 +51,27 @@ def test_members_validated_on_different_slices_get_no_validation_figure(run) -> 
     model, _ = load_checkpoint(out)
     configs = [json.loads((out / "config.json").read_text()), other]
     assert ship.validation_scores(model, configs, str(data)) is None
+
+
+def test_a_card_counts_the_training_of_the_run_a_network_started_from(run, tmp_path: Path) -> None:
+    data, first = run
+    cfg = TrainConfig(data=str(data), arch="tiny", optimizer="adam", lr=0.001, epochs=1, batch_size=32,
+                      schedule="none", augment=False, seed=0, out=str(tmp_path / "anneal"), device="cpu",
+                      precision="fp32", init=str(first / "model.safetensors"))
+    anneal = train(cfg, log=lambda _: None, show_bar=False)
+    before, after = ship.run_summary(first), ship.run_summary(anneal)
+    assert before["epochs"] == 2 and after["epochs"] == 2 + 1
+    assert after["minutes"] > before["minutes"]
+    rows = list(csv.DictReader((anneal / "history.csv").open()))
+    assert after["best_val_acc"] == max(float(r["val_acc"]) for r in rows)  # the network's own, not its start's
+
+
+def test_a_rebuilt_member_is_described_by_its_recorded_summary_and_nothing_else_is_guessed(run, tmp_path) -> None:
+    _, first = run
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    (rebuilt / "config.json").write_text((first / "config.json").read_text())
+    with pytest.raises(ValueError, match=r"no history\.csv"):
+        ship.run_summary(rebuilt)
+    (rebuilt / "summary.json").write_text(json.dumps({"epochs": 200, "minutes": 177.0, "best_val_acc": 0.679}))
+    assert ship.run_summary(rebuilt) == {"epochs": 200, "minutes": 177.0, "best_val_acc": 0.679}
