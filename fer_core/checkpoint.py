@@ -106,6 +106,9 @@ def _dequantized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if out.get(base) is None or out[base].dtype != torch.int8:
                 raise ValueError(f"scale {k} has no int8 tensor {base} beside it")
             out[base] = out[base].float() * scale.float()
+    unscaled = [k for k, v in out.items() if v.dtype == torch.int8]
+    if unscaled:
+        raise ValueError(f"int8 tensor {unscaled[0]} has no {SCALE_SUFFIX} beside it")
     return out
 
 

@@ -96,6 +96,12 @@ def test_an_int8_file_with_a_scale_but_no_int8_tensor_is_refused(tmp_path: Path)
     save_file(state, str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="has no int8 tensor"):
         load_checkpoint(path)
+    del state[key]
+    state[key.removesuffix(".int8_scale")] = torch.zeros(state[key.removesuffix(".int8_scale")].shape,
+                                                         dtype=torch.int8)
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"has no \.int8_scale beside it"):
+        load_checkpoint(path)
 
 
 def test_bad_weights_files_are_refused(tmp_path: Path) -> None:
