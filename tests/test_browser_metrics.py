@@ -53,11 +53,11 @@ def test_click_on_heatmap_cell_shows_its_faces(tiny_env: tuple[Path, Path], app_
     chart.scroll_into_view_if_needed()
     point = chart.locator(".scatterlayer .trace .point").nth(int(true) * len(EMOTIONS) + int(pred))
     point.wait_for(state="visible")
-    box = point.bounding_box()
-    assert box is not None
     heading = page.get_by_text(re.compile(re.escape(
         f"true {EMOTIONS[true]} → predicted {EMOTIONS[pred]}: {int(cm[true, pred])} images")))
-    for _ in range(2):  # on a loaded machine plotly may bind its click handler after the point is drawn
+    for _ in range(3):  # on a loaded machine plotly may bind its click handler after the point is drawn,
+        box = point.bounding_box()  # or redraw the chart (and move the point) after the first look
+        assert box is not None
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         try:
             heading.wait_for(timeout=20_000)
