@@ -71,9 +71,14 @@ def stored_bytes(model: nn.Module, storage: str) -> int:
                else t.numel() * t.element_size() for t in model.state_dict().values())
 
 
+def storage_for(sizes: dict[str, int]) -> str | None:
+    """Given a model's stored bytes per storage: float16 where it fits the weights/ limit, else int8
+    where that fits, else None (too big)."""
+    return next((s for s in ("float16", "int8") if sizes[s] <= SHIPPED_FILE_LIMIT), None)
+
+
 def shipped_storage(model: nn.Module) -> str | None:
-    """float16 where it fits the weights/ limit, else int8 where that fits, else None (too big)."""
-    return next((s for s in ("float16", "int8") if stored_bytes(model, s) <= SHIPPED_FILE_LIMIT), None)
+    return storage_for({s: stored_bytes(model, s) for s in ("float16", "int8")})
 
 
 def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike,

@@ -25,7 +25,7 @@ import numpy as np
 
 from fer_core import checkpoint
 from fer_core.atomic import read_json
-from fer_core.checkpoint import load_checkpoint, round_to_storage, stored_bytes
+from fer_core.checkpoint import load_checkpoint, round_to_storage, storage_for, stored_bytes
 from fer_core.data import Split
 from fer_core.eval_cache import cache_path, load_cached, store, weights_hash
 from fer_core.evaluate import Evaluation, predict_probs
@@ -100,8 +100,7 @@ def candidates(runs: list[Path], data: str) -> list[Candidate]:
     for k in range(1, len(runs) + 1):
         for subset in combinations(runs, k):
             arch = architecture_of([archs[r] for r in subset])
-            storage = next((s for s in ("float16", "int8")
-                            if sum(sizes[r][s] for r in subset) <= checkpoint.SHIPPED_FILE_LIMIT), None)
+            storage = storage_for({s: sum(sizes[r][s] for r in subset) for s in ("float16", "int8")})
             if arch is None or storage is None:
                 continue
             with_tta = Evaluation(np.mean([member(r, storage, True) for r in subset], 0), labels, tta=True)

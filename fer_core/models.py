@@ -192,42 +192,20 @@ def ensemble_for(members: list[str]) -> str:
 
 register_ensemble("fernet_s_x2", ("fernet_s", "fernet_s"),
                   "Ours: two fernet_s trained with different seeds, probabilities averaged.")
-register_ensemble("fernet_ms", ("fernet_m", "fernet_s"),
-                  "Ours, accurate: a fernet_m and a fernet_s trained on the same split, probabilities averaged.")
-register_ensemble("fernet_mss", ("fernet_m", "fernet_s", "fernet_s"),
-                  "Ours, accurate: a fernet_m and two fernet_s (different seeds) validated on the same slice, "
-                  "probabilities averaged.")
-register_ensemble("fernet_mm", ("fernet_m", "fernet_m"),
-                  "Ours, accurate: two fernet_m (different seeds or schedules) validated on the same slice, "
-                  "probabilities averaged.")
-register_ensemble("fernet_mms", ("fernet_m", "fernet_m", "fernet_s"),
-                  "Ours, accurate: two fernet_m and a fernet_s validated on the same slice, probabilities averaged.")
-register_ensemble("fernet_lm", ("fernet_l", "fernet_m"),
-                  "Ours, accurate: a fernet_l and a fernet_m validated on the same slice, probabilities averaged.")
-register_ensemble("fernet_ls", ("fernet_l", "fernet_s"),
-                  "Ours, accurate: a fernet_l and a fernet_s validated on the same slice, probabilities averaged.")
-register_ensemble("fernet_lss", ("fernet_l", "fernet_s", "fernet_s"),
-                  "Ours, accurate: a fernet_l and two fernet_s validated on the same slice, probabilities averaged.")
-register_ensemble("fernet_msss", ("fernet_m", "fernet_s", "fernet_s", "fernet_s"),
-                  "Ours, accurate: a fernet_m and three fernet_s (different seeds) validated on the same slice, "
-                  "probabilities averaged.")
-
-
-
 def _register_mixed_ensembles(codes: tuple[str, ...]) -> None:
-    """Bigger mixes of fernet_l / fernet_m / fernet_s, named by one letter per member: these
-    only fit a shipped file in int8 (see ``fer_core.checkpoint.shipped_storage``)."""
+    """Mixes of fernet_l / fernet_m / fernet_s validated on one slice, named by one letter per
+    member; the bigger ones only fit a shipped file in int8 (``fer_core.checkpoint.shipped_storage``)."""
     full = {"l": "fernet_l", "m": "fernet_m", "s": "fernet_s"}
     for code in codes:
         members = tuple(full[c] for c in code)
         counts = [f"{code.count(c)} {full[c]}" if code.count(c) > 1 else full[c] for c in "lms" if c in code]
         register_ensemble(f"fernet_{code}", members,
                           f"Ours, accurate: {' + '.join(counts)} validated on the same slice, probabilities "
-                          "averaged; shipped in int8.")
+                          "averaged.")
 
 
-_register_mixed_ensembles(("lmm", "lms", "lmmm", "lmms", "lmss", "mmms", "mmss", "lmmms", "lmmss", "lmsss",
-                           "mmmss"))
+_register_mixed_ensembles(("ms", "mss", "mm", "mms", "lm", "ls", "lss", "msss", "lmm", "lms", "lmmm", "lmms", "lmss",
+                           "mmms", "mmss", "lmmms", "lmmss", "lmsss", "mmmss"))
 
 @register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")
 def tiny(num_classes: int) -> nn.Module:

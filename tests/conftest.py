@@ -72,3 +72,12 @@ def real_data() -> Path:
     if not (REAL_DATA / "train").is_dir():
         pytest.skip(f"FER-2013 not found at {REAL_DATA}")
     return REAL_DATA
+
+
+QUIET = dict(log=lambda _: None, show_bar=False)  # train() without its log lines and progress bar
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 training and 12 test faces per class: enough for the tiny network; modules may override."""
+    return write_folder_dataset(tmp_path_factory.mktemp("d") / "fer", {"train": 40, "test": 12})

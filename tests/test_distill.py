@@ -17,16 +17,9 @@ from fer_core.evaluate import predict_probs
 from fer_core.models import ModelConfig, create_model
 from fer_core.resume import STATE_FILE
 from fer_core.training import TrainingError, resume, train
-from tests.conftest import write_folder_dataset
+from tests.conftest import QUIET
 from tests.test_resume import _rows, _stop_after_epochs
 from tests.test_training import _cfg
-
-QUIET = dict(log=lambda _: None, show_bar=False)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_folder_dataset(tmp_path_factory.mktemp("d") / "fer", {"train": 40, "test": 12})
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,8 @@ import torch
 from fer_core.checkpoint import load_checkpoint
 from fer_core.eval_cache import weights_hash
 from fer_core.training import train
-from tests.conftest import write_folder_dataset
+from tests.conftest import QUIET
 from tests.test_training import _cfg
-
-QUIET = dict(log=lambda _: None, show_bar=False)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_folder_dataset(tmp_path_factory.mktemp("d") / "fer", {"train": 40, "test": 12})
 
 
 @pytest.fixture(scope="module")

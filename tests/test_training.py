@@ -13,18 +13,12 @@ from fer_core.checkpoint import CheckpointError, load_checkpoint, round_to_stora
 from fer_core.data import load_split
 from fer_core.models import ModelConfig, create_model
 from fer_core.training import TrainConfig, TrainingError, train
-from tests.conftest import write_folder_dataset
 
 
 def _cfg(data_path: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=str(data_path), arch="tiny", optimizer="adam", lr=0.01, epochs=4, batch_size=32, schedule="none",
                 augment=False, label_smoothing=0.0, seed=0, out=str(out), device="cpu", precision="fp32")
     return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_folder_dataset(tmp_path_factory.mktemp("d") / "fer", {"train": 40, "test": 12})
 
 
 def test_short_run_learns_and_writes_a_full_run_folder(data: Path, tmp_path: Path) -> None:
