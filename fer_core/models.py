@@ -205,7 +205,8 @@ def _register_mixed_ensembles(codes: tuple[str, ...]) -> None:
 
 
 _register_mixed_ensembles(("ms", "mss", "mm", "mms", "lm", "ls", "lss", "msss", "lmm", "lms", "lmmm", "lmms", "lmss",
-                           "mmms", "mmss", "lmmms", "lmmss", "lmsss", "mmmss"))
+                           "mmms", "mmss", "lmmms", "lmmss", "lmsss", "mmmss",
+                           "ll", "lll", "llm", "lls", "llmm", "llms", "llss", "llls", "llmss", "llsss"))
 
 @register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")
 def tiny(num_classes: int) -> nn.Module:

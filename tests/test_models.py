@@ -71,3 +71,15 @@ def test_runs_that_make_no_registered_ensemble_are_refused(tmp_path) -> None:
         save_checkpoint(create_model(arch), ModelConfig(arch), tmp_path / f"run{i}" / "model.safetensors")
     with pytest.raises(ValueError, match="no ensemble architecture is made of paper \\+ fernet_s"):
         build_model([tmp_path / "run0", tmp_path / "run1"])
+
+
+def test_every_registered_ensemble_fits_a_shipped_file() -> None:
+    """choose_ensemble only offers what can ship, but a registered name that can never ship would
+    still be offered to ``ship`` and the app; each must fit weights/'s limit in some storage."""
+    from fer_core.checkpoint import SHIPPED_FILE_LIMIT, stored_bytes
+    from fer_core.models import ENSEMBLES
+
+    member_bytes = {a: stored_bytes(create_model(a), "int8") for a in {m for ms in ENSEMBLES.values() for m in ms}}
+    too_big = {name: sum(member_bytes[m] for m in members) for name, members in ENSEMBLES.items()
+               if sum(member_bytes[m] for m in members) > SHIPPED_FILE_LIMIT - 100_000}  # 100 kB for the header
+    assert not too_big
