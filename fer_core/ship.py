@@ -177,6 +177,7 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
         "epochs": sum(s["epochs"] for s in summaries),
         "train_minutes": sum(s["minutes"] for s in summaries),
         "hardware": hardware, "val_acc": [s["best_val_acc"] for s in summaries],
+        "members": summaries,  # per network, in run order: what fer_core.unship gives back to a rebuilt folder
         "eval_command": f"python -m fer_core.evaluate --data {data} --split test --weights weights/{name}.safetensors",
         "val": validation_scores(model, configs, data),
         "test": {"split": "test", **plain.metrics()}, "test_tta": {"split": "test", **tta.metrics()},
