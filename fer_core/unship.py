@@ -56,7 +56,8 @@ def unship(weights: Path, out_dir: Path) -> list[Path]:
     names = member_names(configs)
     clashes = [n for n in names if (out_dir / n).exists()]
     if clashes:
-        raise ValueError(f"{', '.join(str(out_dir / n) for n in clashes)} already exist(s); nothing was written")
+        verb = "exists" if len(clashes) == 1 else "exist"
+        raise ValueError(f"{', '.join(str(out_dir / n) for n in clashes)} already {verb}; nothing was written")
     written = []
     for network, i in zip(networks, slot_order(cfg.arch, configs), strict=True):
         train, mcfg = configs[i], ModelConfig(configs[i]["arch"])
