@@ -190,6 +190,14 @@ def ensemble_for(members: list[str]) -> str:
     raise ValueError(f"no ensemble architecture is made of {' + '.join(members)} (known: {known})")
 
 
+def slot_order(arch: str, member_archs: list[str]) -> list[int]:
+    """For each slot of the ensemble ``arch``, the index in ``member_archs`` of the network that fills
+    it; networks of one architecture keep their given order. Shipping fills the slots this way and
+    unshipping reads them back the same way."""
+    slots = ENSEMBLES[arch]
+    return sorted(range(len(member_archs)), key=lambda i: slots.index(member_archs[i]))
+
+
 register_ensemble("fernet_s_x2", ("fernet_s", "fernet_s"),
                   "Ours: two fernet_s trained with different seeds, probabilities averaged.")
 def _register_mixed_ensembles(codes: tuple[str, ...]) -> None:

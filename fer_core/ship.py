@@ -29,7 +29,7 @@ from fer_core.checkpoint import SHIPPED_FILE_LIMIT, load_checkpoint, round_to_st
 from fer_core.data import Split, load_split
 from fer_core.device import autocast, resolve_precision
 from fer_core.evaluate import evaluate
-from fer_core.models import ENSEMBLES, ModelConfig, count_macs, count_params, create_model, describe, ensemble_for
+from fer_core.models import ModelConfig, count_macs, count_params, create_model, describe, ensemble_for, slot_order
 from fer_core.paths import WEIGHTS_DIR
 
 
@@ -109,10 +109,9 @@ def build_model(runs: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
     if len(members) == 1:
         return members[0]
     arch = ensemble_for([c.arch for _, c in members])
-    members.sort(key=lambda m: ENSEMBLES[arch].index(m[1].arch))  # into the slots of the right architecture
     model = create_model(arch)
-    for slot, (member, _) in zip(model.members, members, strict=True):
-        slot.load_state_dict(member.state_dict())
+    for slot, i in zip(model.members, slot_order(arch, [c.arch for _, c in members]), strict=True):
+        slot.load_state_dict(members[i][0].state_dict())
     return model.eval(), ModelConfig(arch)
 
 

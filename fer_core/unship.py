@@ -19,7 +19,7 @@ from pathlib import Path
 from fer_core.active import accurate_weights
 from fer_core.atomic import read_json, write_json
 from fer_core.checkpoint import load_checkpoint, save_checkpoint
-from fer_core.models import ENSEMBLES, ModelConfig
+from fer_core.models import ENSEMBLES, ModelConfig, slot_order
 
 PREFIX = "shipped-"
 
@@ -30,15 +30,6 @@ def member_names(configs: list[dict]) -> list[str]:
     return [f"{n}-{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
-def slot_order(arch: str, configs: list[dict]) -> list[int]:
-    """For each slot of the ensemble ``arch``, the index of its network in the card's (run) order:
-    ``fer_core.ship`` stably sorted the runs into the slots of their architectures."""
-    if arch not in ENSEMBLES:
-        return [0]
-    slots = ENSEMBLES[arch]
-    return sorted(range(len(configs)), key=lambda i: slots.index(configs[i]["arch"]))
-
-
 def unship(weights: Path, out_dir: Path) -> list[Path]:
     """Write one run folder per network of ``weights``; refuses to touch folders that exist."""
     card_path = weights.with_suffix(".json")
@@ -47,19 +38,21 @@ def unship(weights: Path, out_dir: Path) -> list[Path]:
         raise ValueError(f"{card_path}: no model card beside {weights} (a file shipped by fer_core.ship has one)")
     model, cfg = load_checkpoint(weights)
     configs, members = card["config"], card.get("members")
-    networks = list(model.members) if cfg.arch in ENSEMBLES else [model]
-    if len(networks) != len(configs) or (members is not None and len(members) != len(configs)):
-        raise ValueError(f"{card_path} describes {len(configs)} networks, {weights} holds {len(networks)}")
     if members is None:
         raise ValueError(f"{card_path} does not record what each network's training cost (cards written by "
                          "fer_core.ship since the 'members' field was added do)")
+    ensemble = cfg.arch in ENSEMBLES
+    networks = list(model.members) if ensemble else [model]
+    if not len(networks) == len(configs) == len(members):
+        raise ValueError(f"{card_path} describes {len(configs)} networks, {weights} holds {len(networks)}")
     names = member_names(configs)
     clashes = [n for n in names if (out_dir / n).exists()]
     if clashes:
         verb = "exists" if len(clashes) == 1 else "exist"
         raise ValueError(f"{', '.join(str(out_dir / n) for n in clashes)} already {verb}; nothing was written")
     written = []
-    for network, i in zip(networks, slot_order(cfg.arch, configs), strict=True):
+    order = slot_order(cfg.arch, [c["arch"] for c in configs]) if ensemble else [0]
+    for network, i in zip(networks, order, strict=True):  # ship filled the slots in this order
         train, mcfg = configs[i], ModelConfig(configs[i]["arch"])
         out = out_dir / names[i]
         tmp = out_dir / f".{names[i]}.partial"
