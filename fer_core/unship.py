@@ -36,23 +36,23 @@ def unship(weights: Path, out_dir: Path) -> list[Path]:
     card = read_json(card_path)
     if "config" not in card:
         raise ValueError(f"{card_path}: no model card beside {weights} (a file shipped by fer_core.ship has one)")
-    model, cfg = load_checkpoint(weights)
     configs, members = card["config"], card.get("members")
     if members is None:
         raise ValueError(f"{card_path} does not record what each network's training cost (cards written by "
                          "fer_core.ship since the 'members' field was added do)")
+    model, cfg = load_checkpoint(weights)
     ensemble = cfg.arch in ENSEMBLES
     networks = list(model.members) if ensemble else [model]
     if not len(networks) == len(configs) == len(members):
         raise ValueError(f"{card_path} describes {len(configs)} networks, {weights} holds {len(networks)}")
+    order = slot_order(cfg.arch, [c["arch"] for c in configs]) if ensemble else [0]  # how ship filled the slots
     names = member_names(configs)
     clashes = [n for n in names if (out_dir / n).exists()]
     if clashes:
         verb = "exists" if len(clashes) == 1 else "exist"
         raise ValueError(f"{', '.join(str(out_dir / n) for n in clashes)} already {verb}; nothing was written")
     written = []
-    order = slot_order(cfg.arch, [c["arch"] for c in configs]) if ensemble else [0]
-    for network, i in zip(networks, order, strict=True):  # ship filled the slots in this order
+    for network, i in zip(networks, order, strict=True):
         train, mcfg = configs[i], ModelConfig(configs[i]["arch"])
         out = out_dir / names[i]
         tmp = out_dir / f".{names[i]}.partial"
