@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from fer_core.device import autocast, resolve_precision
+from fer_core.device import autocast, cpu_name, resolve_precision
+from fer_core.inference_model import for_inference
 from fer_core.models import count_macs, count_params, create_model, single_models
 
 TRAIN_IMAGES = 28709  # FER-2013 Training split
@@ -54,7 +55,7 @@ def bench_arch(name: str, precision: str, batch: int = 128) -> dict:
     model = create_model(name)
     params, macs = count_params(model), count_macs(model)
     train_rate = images_per_second(training_step(model, precision, batch, device), batch)
-    model.eval()
+    model = for_inference(model).to(memory_format=torch.channels_last)  # as the app runs it
     xb = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, precision):
         infer_rate = images_per_second(lambda: model(xb), 256)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return pipeline_main()
     precision = resolve_precision(args.precision, torch.device("cpu"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {precision}")
+    print(f"torch {torch.__version__}, {cpu_name()}, precision {precision}")
     print(format_table([bench_arch(a, precision) for a in args.arch]))
     return 0
 

@@ -9,6 +9,7 @@ so fp32 is used.
 from __future__ import annotations
 
 import contextlib
+import platform
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +25,20 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU's name with its family and model numbers: a cloud machine's name ("AMD EPYC") stays the
+    same when the host under it changes generation, and the speed figures change with it."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if "model name" in fields:
+            return (f"{fields['model name']}, family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
+                    f"({torch.get_num_threads()} threads)")
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -22,6 +22,7 @@ import torch
 
 from fer_core import IMAGE_SIZE
 from fer_core.detect import Box, DetectorSettings
+from fer_core.device import cpu_name
 
 FRAME_SHAPE = (480, 640)
 FACE_SIDE = 150
@@ -147,7 +148,7 @@ def run(weights: Path | None = None, seconds: float = 2.0) -> tuple[list[dict], 
                      "p90": np.percentile(t, 90)})
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     about = (f"weights {rec.weights.name}{note}, precision {rec.precision}, torch {torch.__version__}, "
-             f"OpenCV {cv2.__version__}, {os.cpu_count()} CPUs, load average {load:.1f} while measuring")
+             f"OpenCV {cv2.__version__}, {cpu_name()}, {os.cpu_count()} CPUs, load average {load:.1f} while measuring")
     return rows, about
 
 

@@ -29,6 +29,7 @@ from fer_core import EMOTIONS, IMAGE_SIZE
 from fer_core import tta as tta_views
 from fer_core.detect import Box, Detector, DetectorSettings, HaarDetector, crop_faces, to_gray
 from fer_core.device import autocast, resolve_precision
+from fer_core.inference_model import for_inference
 
 SMALL_BATCH = 16
 """Up to this many crops run on one thread. A frame's few faces are too little work to split:
@@ -99,7 +100,7 @@ def _load_shared(path: Path, precision: str) -> _Loaded:
     with _MODELS_LOCK:
         if key not in _MODELS:
             model, cfg = load_checkpoint(p)
-            model = model.to(memory_format=torch.channels_last).eval()
+            model = for_inference(model).to(memory_format=torch.channels_last)
             for k in [k for k in _MODELS if k[0] == key[0]]:
                 del _MODELS[k]  # an older version of the same file
             _MODELS[key] = _Loaded(model, tuple(cfg.classes), resolve_precision(precision, torch.device("cpu")))

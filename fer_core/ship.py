@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import sys
 import time
 from datetime import date
@@ -27,32 +26,23 @@ from fer_core.atomic import write_json, write_text
 from fer_core.bench import images_per_second
 from fer_core.checkpoint import SHIPPED_FILE_LIMIT, load_checkpoint, round_to_storage, save_checkpoint, shipped_storage
 from fer_core.data import Split, load_split
-from fer_core.device import autocast, resolve_precision
+from fer_core.device import autocast, cpu_name, resolve_precision
 from fer_core.evaluate import evaluate
+from fer_core.inference_model import for_inference
 from fer_core.models import ModelConfig, count_macs, count_params, create_model, describe, ensemble_for, slot_order
 from fer_core.paths import WEIGHTS_DIR
 
 
 def measure_latency(model: torch.nn.Module) -> dict:
-    """Batch-1 latency and batch-256 throughput, in the precision the app uses (auto)."""
+    """Batch-1 latency and batch-256 throughput of the network as the app runs it, in its precision (auto)."""
     precision = resolve_precision("auto", torch.device("cpu"))
-    model = model.to(memory_format=torch.channels_last).eval()
+    model = for_inference(model).to(memory_format=torch.channels_last)
     x = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(torch.device("cpu"), precision):
         one = images_per_second(lambda: model(x[:1]), 1)
         many = images_per_second(lambda: model(x), 256)
     return {"precision": precision, "latency_b1_ms": round(1000 / one, 3), "throughput_b256_img_s": round(many),
-            "threads": torch.get_num_threads(), "cpu": _cpu_name()}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            "threads": torch.get_num_threads(), "cpu": cpu_name()}
 
 
 STORAGE_WORDS = {"float16": "float16", "int8": "int8 with a float32 scale per output channel (BatchNorm in float32)"}
@@ -205,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="model")
     ap.add_argument("--data", required=True)
     ap.add_argument("--command", required=True, help="the exact training command, for the card")
-    ap.add_argument("--hardware", default=_cpu_name())
+    ap.add_argument("--hardware", default=cpu_name())
     args = ap.parse_args(argv)
     card = ship(args.runs, args.name, args.data, args.command, args.hardware)
     write_model_card_md()
