@@ -55,7 +55,7 @@ def bench_arch(name: str, precision: str, batch: int = 128) -> dict:
     model = create_model(name)
     params, macs = count_params(model), count_macs(model)
     train_rate = images_per_second(training_step(model, precision, batch, device), batch)
-    model = for_inference(model).to(memory_format=torch.channels_last)  # as the app runs it
+    model = for_inference(model, precision).to(memory_format=torch.channels_last)  # as the app runs it
     xb = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, precision):
         infer_rate = images_per_second(lambda: model(xb), 256)

@@ -100,10 +100,11 @@ def _load_shared(path: Path, precision: str) -> _Loaded:
     with _MODELS_LOCK:
         if key not in _MODELS:
             model, cfg = load_checkpoint(p)
-            model = for_inference(model).to(memory_format=torch.channels_last)
+            resolved = resolve_precision(precision, torch.device("cpu"))
+            model = for_inference(model, resolved).to(memory_format=torch.channels_last)
             for k in [k for k in _MODELS if k[0] == key[0]]:
                 del _MODELS[k]  # an older version of the same file
-            _MODELS[key] = _Loaded(model, tuple(cfg.classes), resolve_precision(precision, torch.device("cpu")))
+            _MODELS[key] = _Loaded(model, tuple(cfg.classes), resolved)
         return _MODELS[key]
 
 

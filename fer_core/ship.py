@@ -36,7 +36,7 @@ from fer_core.paths import WEIGHTS_DIR
 def measure_latency(model: torch.nn.Module) -> dict:
     """Batch-1 latency and batch-256 throughput of the network as the app runs it, in its precision (auto)."""
     precision = resolve_precision("auto", torch.device("cpu"))
-    model = for_inference(model).to(memory_format=torch.channels_last)
+    model = for_inference(model, precision).to(memory_format=torch.channels_last)
     x = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(torch.device("cpu"), precision):
         one = images_per_second(lambda: model(x[:1]), 1)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from fer_core.device import autocast
 from fer_core.inference_model import StridedMaxPool2x2, for_inference
 from fer_core.models import create_model, single_models
 
@@ -32,6 +33,16 @@ def test_the_inference_network_computes_the_same_function(name: str) -> None:
     torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.Dropout) for m in fast.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules()), "the trained network must stay as it was"
+
+
+@torch.inference_mode()
+def test_bf16_weights_give_exactly_what_autocast_gives(name: str = "fernet_s_x2") -> None:
+    model = _trained_looking(create_model(name))
+    fast, stored = for_inference(model), for_inference(model, "bf16")
+    assert all(p.dtype == torch.bfloat16 for p in stored.parameters())
+    x = torch.rand(4, 1, 48, 48, generator=torch.Generator().manual_seed(2))
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.equal(stored(x), fast(x))
 
 
 def test_the_fast_model_keeps_no_pool_or_batchnorm_parameters_and_needs_no_gradients() -> None:
