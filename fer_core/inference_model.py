@@ -12,8 +12,10 @@ spent 11% of its time in BatchNorm and 12% in max-pooling (most of it in the fir
 - for bf16 inference the weights are stored in bf16: autocast casts weights that need no gradient
   again on every call, which at batch 1 cost 10-20% of the latency (the outputs are bit-identical).
 
-The result computes the same function as the trained network up to float rounding (``tests/test_models.py``
-checks every registered architecture), so accuracy measured on the trained network holds for it.
+The result computes the same function as the trained network up to float rounding
+(``tests/test_inference_model.py`` checks every registered architecture), so accuracy measured
+on the trained network holds for it: on test/, the shipped networks score the same in fp32 and
+within 3 faces of it in bf16, folded or not.
 """
 
 from __future__ import annotations
