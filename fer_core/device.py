@@ -19,26 +19,28 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
+def _cpuinfo() -> dict[str, str]:
+    """The fields of /proc/cpuinfo (the same for every core here); empty where there is none."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return False
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
+
+
+def cpu_has_native_bf16() -> bool:
+    flags = _cpuinfo().get("flags", "").split()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def cpu_name() -> str:
     """The CPU's name with its family and model numbers: a cloud machine's name ("AMD EPYC") stays the
     same when the host under it changes generation, and the speed figures change with it."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        if "model name" in fields:
-            return (f"{fields['model name']}, family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
-                    f"({torch.get_num_threads()} threads)")
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    info = _cpuinfo()
+    if "model name" not in info:
+        return platform.processor() or platform.machine()
+    return (f"{info['model name']}, family {info.get('cpu family', '?')} model {info.get('model', '?')} "
+            f"({torch.get_num_threads()} threads)")
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -80,4 +80,4 @@ def for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
         p.requires_grad_(False)
     if precision == "bf16":
         folded = folded.to(torch.bfloat16)
-    return folded.eval()
+    return folded.eval()  # the Sequentials built by _simplify start in training mode

@@ -23,12 +23,11 @@ import torch
 
 from fer_core import EMOTIONS
 from fer_core.atomic import write_json, write_text
-from fer_core.bench import images_per_second
+from fer_core.bench import inference_speed
 from fer_core.checkpoint import SHIPPED_FILE_LIMIT, load_checkpoint, round_to_storage, save_checkpoint, shipped_storage
 from fer_core.data import Split, load_split
-from fer_core.device import autocast, cpu_name, resolve_precision
+from fer_core.device import cpu_name, resolve_precision
 from fer_core.evaluate import evaluate
-from fer_core.inference_model import for_inference
 from fer_core.models import ModelConfig, count_macs, count_params, create_model, describe, ensemble_for, slot_order
 from fer_core.paths import WEIGHTS_DIR
 
@@ -36,12 +35,8 @@ from fer_core.paths import WEIGHTS_DIR
 def measure_latency(model: torch.nn.Module) -> dict:
     """Batch-1 latency and batch-256 throughput of the network as the app runs it, in its precision (auto)."""
     precision = resolve_precision("auto", torch.device("cpu"))
-    model = for_inference(model, precision).to(memory_format=torch.channels_last)
-    x = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast(torch.device("cpu"), precision):
-        one = images_per_second(lambda: model(x[:1]), 1)
-        many = images_per_second(lambda: model(x), 256)
-    return {"precision": precision, "latency_b1_ms": round(1000 / one, 3), "throughput_b256_img_s": round(many),
+    latency_ms, many = inference_speed(model, precision)
+    return {"precision": precision, "latency_b1_ms": round(latency_ms, 3), "throughput_b256_img_s": round(many),
             "threads": torch.get_num_threads(), "cpu": cpu_name()}
 
 

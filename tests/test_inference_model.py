@@ -36,8 +36,8 @@ def test_the_inference_network_computes_the_same_function(name: str) -> None:
 
 
 @torch.inference_mode()
-def test_bf16_weights_give_exactly_what_autocast_gives(name: str = "fernet_s_x2") -> None:
-    model = _trained_looking(create_model(name))
+def test_bf16_weights_give_exactly_what_autocast_gives() -> None:
+    model = _trained_looking(create_model("fernet_s_x2"))
     fast, stored = for_inference(model), for_inference(model, "bf16")
     assert all(p.dtype == torch.bfloat16 for p in stored.parameters())
     x = torch.rand(4, 1, 48, 48, generator=torch.Generator().manual_seed(2))
