@@ -53,7 +53,7 @@ def training_step(model: torch.nn.Module, precision: str, batch: int,
 def inference_speed(model: torch.nn.Module, precision: str) -> tuple[float, float]:
     """(ms per face at batch 1, faces/s at batch 256) of ``model`` on the CPU as the app runs it:
     the figures of this bench and of every model card."""
-    model = for_inference(model, precision).to(memory_format=torch.channels_last)
+    model = for_inference(model, precision)
     x = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(torch.device("cpu"), precision):
         many = images_per_second(lambda: model(x), 256)

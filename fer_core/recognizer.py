@@ -101,7 +101,7 @@ def _load_shared(path: Path, precision: str) -> _Loaded:
         if key not in _MODELS:
             model, cfg = load_checkpoint(p)
             resolved = resolve_precision(precision, torch.device("cpu"))
-            model = for_inference(model, resolved).to(memory_format=torch.channels_last)
+            model = for_inference(model, resolved)
             for k in [k for k in _MODELS if k[0] == key[0]]:
                 del _MODELS[k]  # an older version of the same file
             _MODELS[key] = _Loaded(model, tuple(cfg.classes), resolved)
