@@ -5,7 +5,9 @@ A lent GPU comes for minutes, and one small network leaves most of it idle, so s
 ``train.py`` processes share it. A one-cycle schedule only pays off if it ends, so each run's
 epoch count is sized up front: a short probe runs every job at once and measures each
 architecture's epoch period *while all of them are running* (a probe epoch that overlapped a
-job still starting up or already done is not counted: that mistake once cost a whole lease).
+job still starting up or already done is not counted: that mistake once cost a whole lease), and
+how long a run takes after its last epoch (reloading the best epoch, the final evaluation and
+report): a run killed in that gap keeps its weights but loses its metrics and report.
 
     python -m fer_core.gpu_batch --data /tmp/fer2013 --budget 540 --out-dir /tmp/runs --pack-dir $OUT \\
         --runs fernet_l:21 fernet_l:22 fernet_m:21 -- --optimizer sgd_nesterov --lr 0.05 --val-seed 0 ...
@@ -39,6 +41,9 @@ class Job:
     out: Path
     process: subprocess.Popen | None = None
     epoch_ends: list[float] = field(default_factory=list)  # monotonic time each epoch's line appeared
+    exited: float | None = None  # monotonic time its output closed: the process is done
+    killed: bool = False
+    reader: threading.Thread | None = None
 
 
 def parse_runs(specs: list[str]) -> list[tuple[str, int]]:
@@ -62,9 +67,11 @@ def start(job: Job, data: str, epochs: int, train_args: list[str]) -> None:
             log.write(line)
             if EPOCH_LINE.match(line):
                 job.epoch_ends.append(time.monotonic())
+        job.exited = time.monotonic()
         log.close()
 
-    threading.Thread(target=read, daemon=True).start()
+    job.reader = threading.Thread(target=read, daemon=True)
+    job.reader.start()
 
 
 def wait(jobs: list[Job], deadline: float) -> None:
@@ -74,7 +81,9 @@ def wait(jobs: list[Job], deadline: float) -> None:
             job.process.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             job.process.kill()
+            job.killed = True
             print(f"{job.out.name}: killed at the deadline after {len(job.epoch_ends)} epochs", flush=True)
+        job.reader.join(timeout=5)  # its last lines and exit time are read before anyone counts them
 
 
 def concurrent_periods(jobs: list[Job]) -> dict[str, float]:
@@ -89,6 +98,12 @@ def concurrent_periods(jobs: list[Job]) -> dict[str, float]:
         period = max(inside) if inside else max(b - a for a, b in steps)
         periods[job.arch] = max(periods.get(job.arch, 0.0), period)
     return periods
+
+
+def wrap_up_seconds(jobs: list[Job]) -> float:
+    """The longest time a job that ended by itself took from its last epoch's line to the end of its output."""
+    ended = [j for j in jobs if j.exited is not None and j.epoch_ends and not j.killed]
+    return max((j.exited - j.epoch_ends[-1] for j in ended), default=0.0)
 
 
 def plan_epochs(periods: dict[str, float], seconds: float, cap: int) -> dict[str, int]:
@@ -135,10 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     wait(probes, t0 + args.budget / 3)
     periods = concurrent_periods(probes)
     startup = max(j.epoch_ends[0] - launched - periods[j.arch] for j in probes)  # imports, data, CUDA
+    wrap_up = wrap_up_seconds(probes)
     end_training = t0 + args.budget - args.pack_seconds
-    seconds = end_training - time.monotonic() - max(startup, 0.0)
+    seconds = end_training - time.monotonic() - max(startup, 0.0) - wrap_up
     epochs = plan_epochs(periods, seconds, args.max_epochs)
-    print(f"probe: epoch periods {periods} s, start-up {startup:.0f} s; epochs {epochs}", flush=True)
+    print(f"probe: epoch periods {periods} s, start-up {startup:.0f} s, wrap-up {wrap_up:.0f} s; epochs {epochs}",
+          flush=True)
 
     jobs = [Job(a, s, args.out_dir / f"gpu-{a}-seed{s}") for a, s in runs]
     for job in jobs:

@@ -33,6 +33,16 @@ def test_a_probe_job_that_died_early_stops_the_batch() -> None:
         gpu_batch.concurrent_periods([_job("fernet_s", [1, 2]), _job("fernet_l", [5])])
 
 
+def test_the_wrap_up_after_the_last_epoch_is_the_slowest_finished_jobs() -> None:
+    # a run killed between its last epoch and its exit keeps no metrics: that gap is planned for
+    done = gpu_batch.Job("fernet_l", 0, Path("l"), epoch_ends=[5, 8, 9], exited=21)
+    quick = gpu_batch.Job("fernet_s", 0, Path("s"), epoch_ends=[1, 2, 3], exited=4)
+    running = gpu_batch.Job("fernet_m", 0, Path("m"), epoch_ends=[2, 4])
+    killed = gpu_batch.Job("fernet_m", 1, Path("k"), epoch_ends=[2, 4], exited=60, killed=True)
+    assert gpu_batch.wrap_up_seconds([done, quick, running, killed]) == 12
+    assert gpu_batch.wrap_up_seconds([running, killed]) == 0
+
+
 def test_epochs_fit_the_time_left_with_a_margin_and_a_cap() -> None:
     assert gpu_batch.plan_epochs({"fernet_l": 5.0, "fernet_s": 0.01}, 500, cap=300) == {"fernet_l": 85, "fernet_s": 300}
 
@@ -54,6 +64,7 @@ def test_a_batch_trains_every_run_and_packs_it_with_float16_weights(tmp_path: Pa
         assert not any(n.endswith("resume.safetensors") for n in names)
         run = tmp_path / "back" / f"gpu-tiny-seed{seed}"
         assert len((run / "history.csv").read_text().splitlines()) == 1 + 2  # header + the capped 2 epochs
+        assert (run / "metrics.json").is_file() and (run / "report.txt").is_file()  # not killed while wrapping up
         stored = load_file(run / "model.safetensors")
         assert {t.dtype for t in stored.values() if t.ndim > 1} == {torch.float16}
         load_checkpoint(run)  # and it still loads
