@@ -50,13 +50,15 @@ def test_click_on_heatmap_cell_shows_its_faces(tiny_env: tuple[Path, Path], app_
     page.get_by_text("Classification report").wait_for(timeout=60_000)
     wait_ready(page)  # the whole page is drawn, so the chart under the click is the final one
     chart = page.locator("[data-testid=stPlotlyChart]").first
-    chart.scroll_into_view_if_needed()
     point = chart.locator(".scatterlayer .trace .point").nth(int(true) * len(EMOTIONS) + int(pred))
     point.wait_for(state="visible")
     heading = page.get_by_text(re.compile(re.escape(
         f"true {EMOTIONS[true]} → predicted {EMOTIONS[pred]}: {int(cm[true, pred])} images")))
-    for _ in range(3):  # on a loaded machine plotly may bind its click handler after the point is drawn,
-        box = point.bounding_box()  # or redraw the chart (and move the point) after the first look
+    for _ in range(3):  # on a loaded machine plotly may bind its click handler after the point is drawn
+        # the page can still scroll under load (a failed run had the point at y=-182), and a click
+        # at coordinates outside the viewport reaches nothing: bring the point back before each click
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
         assert box is not None
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         try:
