@@ -15,7 +15,8 @@ lossless PNGs in class folders: the same faces and the same val split (PublicTes
 in class order, so the hashes (which are order-sensitive) differ from the local ones.
 
     python -m fer_core.pack --data ../shared/fer2013 --out train-clean.zip
-    # there: unzip train-clean.zip -d fer2013 && python train.py --data fer2013 --device cuda ...
+    # there (Python alone; a lent GPU machine may have no unzip):
+    python3 -m zipfile -e train-clean.zip fer2013 && python train.py --data fer2013 --device cuda ...
 """
 
 from __future__ import annotations
