@@ -81,8 +81,8 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def conv_bn_relu(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
 # --------------------------------------------------------------------------- the paper
@@ -161,10 +161,8 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
-        )
+        self.body = nn.Sequential(*conv_bn_relu(cin, cout, stride=stride),
+                                  nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
         self.shortcut = (nn.Identity() if stride == 1 and cin == cout else
                          nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
 
@@ -254,7 +252,7 @@ def _register_mixed_ensembles(codes: tuple[str, ...]) -> None:
     full = {"r": "fernet_r", "l": "fernet_l", "m": "fernet_m", "s": "fernet_s"}
     for code in codes:
         members = tuple(full[c] for c in code)
-        counts = [f"{code.count(c)} {full[c]}" if code.count(c) > 1 else full[c] for c in "rlms" if c in code]
+        counts = [f"{code.count(c)} {full[c]}" if code.count(c) > 1 else full[c] for c in full if c in code]
         register_ensemble(f"fernet_{code}", members,
                           f"Ours, accurate: {' + '.join(counts)} validated on the same slice, probabilities "
                           "averaged.")
