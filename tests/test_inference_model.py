@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fer_core.device import autocast
-from fer_core.inference_model import StridedMaxPool2x2, for_inference
+from fer_core.inference_model import CHUNK, StridedMaxPool2x2, for_inference
 from fer_core.models import create_model, single_models
 
 
@@ -63,5 +63,26 @@ def test_strided_pool_is_max_pool_exactly(shape: tuple[int, ...]) -> None:
 
 def test_only_plain_2x2_pools_are_replaced() -> None:
     model = nn.Sequential(nn.MaxPool2d(4), nn.MaxPool2d(2, stride=1), nn.MaxPool2d(2, ceil_mode=True), nn.MaxPool2d(2))
-    kinds = [type(m).__name__ for m in for_inference(model)]
+    kinds = [type(m).__name__ for m in for_inference(model).net]
     assert kinds == ["MaxPool2d", "MaxPool2d", "MaxPool2d", "StridedMaxPool2x2"]
+
+
+def test_relu_before_a_pool_moves_after_it() -> None:
+    """Bit-identical (max and ReLU commute), and the ReLU then runs on a quarter of the values."""
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.ReLU(), nn.MaxPool2d(3), nn.ReLU()).eval()
+    fast = for_inference(model)
+    assert [type(m).__name__ for m in fast.net] == ["StridedMaxPool2x2", "ReLU", "ReLU", "MaxPool2d", "ReLU"]
+    x = torch.randn(3, 4, 13, 13)
+    with torch.no_grad():
+        assert torch.equal(fast(x), model(x))
+
+
+@torch.no_grad()
+def test_a_batch_larger_than_a_chunk_gives_what_it_gives_in_one_piece() -> None:
+    model = _trained_looking(create_model("tiny"))
+    fast = for_inference(model)
+    x = torch.rand(2 * CHUNK + 3, 1, 48, 48, generator=torch.Generator().manual_seed(3))
+    out = fast(x)
+    assert out.shape == (len(x), 7)
+    torch.testing.assert_close(out, fast.net(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-4)
