@@ -19,8 +19,9 @@ spent 11% of its time in BatchNorm and 12% in max-pooling (most of it in the fir
   of 32 MB or more with a fresh ``mmap``, so a batch-256 activation (fernet_s's first one is 38 MB
   in bf16) was page-faulted in anew on every call: 25% of fernet_s's batch-256 time here
   (medians of 5 alternating runs of ``bench``'s measurement: 1,607 faces/s in one piece, 1,872
-  in chunks of 32, 1,953 in chunks of 64). Chunks keep every activation under that
-  size, so the allocator reuses its memory.
+  in chunks of 32, 1,953 in chunks of 64). In bf16, 64 faces keep every registered network's
+  activations under that size (the widest, 64 channels at 48x48, is 19 MB), so the allocator
+  reuses its memory; in fp32 the 64-channel ones (fernet_l, paper) still exceed it.
 
 The result computes the same function as the trained network up to float rounding
 (``tests/test_inference_model.py`` checks every registered architecture), so accuracy measured
@@ -60,7 +61,7 @@ CHUNK = 64
 
 
 class InChunks(nn.Module):
-    """``net`` applied to at most ``CHUNK`` faces at a time, so no activation needs fresh memory."""
+    """``net`` applied to at most ``CHUNK`` faces at a time, so its activations stay small enough to reuse."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
