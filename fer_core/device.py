@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -67,3 +68,21 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` intra-op threads (None = unchanged).
+
+    The count is per calling thread and costs nanoseconds to change. Small convolutions (a
+    frame's few faces, MTCNN's pyramid) run on one: measured on 2 busy cores, a second thread
+    made them up to 30x slower, its OpenMP workers spin-waiting on each other."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -13,11 +13,9 @@ letting two passes fight over the same cores and makes sharing safe by construct
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,19 @@ from torch import nn
 
 from fer_core import EMOTIONS, IMAGE_SIZE
 from fer_core import tta as tta_views
-from fer_core.detect import Box, Detector, DetectorSettings, HaarDetector, crop_faces, to_gray
-from fer_core.device import autocast, resolve_precision
+from fer_core.align import crop_faces
+from fer_core.detect import (
+    DEFAULT_DETECTOR,
+    Box,
+    Detection,
+    Detector,
+    DetectorSettings,
+    Landmarks,
+    get_detector,
+    to_gray,
+    to_rgb,
+)
+from fer_core.device import autocast, resolve_precision, torch_threads
 from fer_core.inference_model import for_inference
 
 SMALL_BATCH = 16
@@ -49,22 +58,34 @@ class Face:
     scores: dict[str, float]  # the 7 class probabilities, summing to 1
     confidence: float  # the winning probability
     track_id: int | None = None  # set by the video/webcam tracker
+    face_score: float | None = None  # the detector's confidence that this is a face (None: not detected)
+    landmarks: Landmarks | None = None  # eyes, nose, mouth corners, where the detector gives them
 
     @classmethod
     def from_probs(cls, box: Box, probs: np.ndarray, classes: tuple[str, ...] = EMOTIONS,
-                   track_id: int | None = None) -> Face:
+                   track_id: int | None = None, detection: Detection | None = None) -> Face:
         p = np.asarray(probs, dtype=np.float64)
         p = p / p.sum()
         k = int(p.argmax())
         return cls(box=tuple(int(v) for v in box), label=classes[k],
                    scores={c: float(v) for c, v in zip(classes, p, strict=True)}, confidence=float(p[k]),
-                   track_id=track_id)
+                   track_id=track_id, face_score=detection.score if detection and detection.landmarks else None,
+                   landmarks=detection.landmarks if detection else None)
+
+    @property
+    def detection(self) -> Detection:
+        """Where the face is, as the detector said it (the crop and the heat map are cut from this)."""
+        return Detection(self.box, 1.0 if self.face_score is None else self.face_score, self.landmarks)
 
     def to_dict(self) -> dict:
         x, y, w, h = self.box
         d = {"x": x, "y": y, "w": w, "h": h, "label": self.label, "confidence": round(self.confidence, 4)}
         if self.track_id is not None:
             d["track_id"] = self.track_id
+        if self.face_score is not None:
+            d["face_score"] = round(self.face_score, 4)
+        if self.landmarks is not None:
+            d["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in self.landmarks]
         d.update({c: round(v, 4) for c, v in self.scores.items()})
         return d
 
@@ -79,15 +100,6 @@ class _Loaded:
 
 _MODELS: dict[tuple, _Loaded] = {}
 _MODELS_LOCK = threading.Lock()
-_DETECTOR: HaarDetector | None = None
-
-
-def _shared_detector() -> HaarDetector:
-    global _DETECTOR
-    with _MODELS_LOCK:
-        if _DETECTOR is None:
-            _DETECTOR = HaarDetector()
-        return _DETECTOR
 
 
 def _load_shared(path: Path, precision: str) -> _Loaded:
@@ -106,20 +118,6 @@ def _load_shared(path: Path, precision: str) -> _Loaded:
                 del _MODELS[k]  # an older version of the same file
             _MODELS[key] = _Loaded(model, tuple(cfg.classes), resolved)
         return _MODELS[key]
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op thread count is per calling thread and costs nanoseconds to change."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def as_array(image: np.ndarray | Image.Image | str | os.PathLike, order: str = "bgr") -> tuple[np.ndarray, str]:
@@ -147,13 +145,19 @@ def as_array(image: np.ndarray | Image.Image | str | os.PathLike, order: str = "
 
 
 class Recognizer:
-    """Detector + classifier. Cheap to create: the heavy parts are shared per process."""
+    """The recognition pipeline (decode, detect, align and crop, classify) that the Photo,
+    Video and Webcam pages and the CLI all run. Cheap to create: the network and the
+    detector are shared per process.
+
+    ``detector``: a name from ``fer_core.detect.DETECTORS`` (``mtcnn`` by default, ``haar``
+    for the paper's pipeline) or any object with the ``Detector`` interface.
+    """
 
     def __init__(self, weights: str | os.PathLike, *, tta: bool = False, precision: str = "auto",
-                 detector: Detector | None = None, settings: DetectorSettings | None = None) -> None:
+                 detector: str | Detector = DEFAULT_DETECTOR, settings: DetectorSettings | None = None) -> None:
         self.weights = Path(weights)
         self._shared = _load_shared(self.weights, precision)
-        self.detector: Detector = detector or _shared_detector()
+        self.detector: Detector = get_detector(detector) if isinstance(detector, str) else detector
         self.settings = settings or DetectorSettings()
         self.tta = tta
 
@@ -177,8 +181,20 @@ class Recognizer:
 
     # ------------------------------------------------------------------ the two stages
 
-    def detect(self, gray: np.ndarray, settings: DetectorSettings | None = None) -> list[Box]:
-        return self.detector.detect(gray, settings or self.settings)
+    def detect(self, image: np.ndarray, settings: DetectorSettings | None = None) -> list[Detection]:
+        """``image``: (H, W) gray or (H, W, 3) RGB uint8."""
+        return self.detector.detect(image, settings or self.settings)
+
+    def margin(self, settings: DetectorSettings | None = None) -> float:
+        """The crop margin in force: the user's, else the one measured for this detector."""
+        s = settings or self.settings
+        return self.detector.margin if s.margin is None else s.margin
+
+    def crops(self, gray: np.ndarray, detections: list[Detection],
+              settings: DetectorSettings | None = None) -> np.ndarray:
+        """The 48x48 crops of known detections (the webcam reuses a frame's detections for the next ones)."""
+        s = settings or self.settings
+        return crop_faces(gray, detections, self.margin(s), IMAGE_SIZE, align=s.align)
 
     @torch.inference_mode()
     def classify(self, crops: np.ndarray, tta: bool | None = None) -> np.ndarray:
@@ -198,7 +214,7 @@ class Recognizer:
         x = x.contiguous(memory_format=torch.channels_last)
         shared = self._shared
         threads = 1 if len(x) <= SMALL_BATCH else None
-        with shared.lock, _torch_threads(threads), autocast(torch.device("cpu"), shared.precision):
+        with shared.lock, torch_threads(threads), autocast(torch.device("cpu"), shared.precision):
             p = shared.model(x).float().softmax(1)
         if use_tta:
             p = tta_views.average(p, n)
@@ -206,18 +222,23 @@ class Recognizer:
 
     # ------------------------------------------------------------------ the whole pipeline
 
-    def faces_in_gray(self, gray: np.ndarray, *, whole: bool | None = None,
-                      settings: DetectorSettings | None = None) -> tuple[list[Box], np.ndarray]:
-        """Boxes and their 48x48 crops; ``whole``: True = the image is one face, None = decide by size."""
-        s = settings or self.settings
+    def find_faces(self, image: np.ndarray, *, order: str = "rgb", whole: bool | None = None,
+                   settings: DetectorSettings | None = None) -> tuple[list[Detection], np.ndarray]:
+        """Detections and their 48x48 crops; ``whole``: True = the image is one face, None = decide by size."""
+        gray = to_gray(image, order)
         h, w = gray.shape[:2]
         if whole is None:
             whole = max(h, w) <= TIGHT_CROP_MAX_SIDE
         if whole:
-            boxes: list[Box] = [(0, 0, w, h)]
-            return boxes, crop_faces(gray, boxes, 0.0, IMAGE_SIZE)
-        boxes = self.detect(gray, s)
-        return boxes, crop_faces(gray, boxes, s.margin, IMAGE_SIZE)
+            dets = [Detection((0, 0, w, h))]
+            return dets, crop_faces(gray, dets, 0.0, IMAGE_SIZE, align=False)
+        s = settings or self.settings
+        colour = image.ndim == 3 and image.shape[2] >= 3  # a learned detector uses the colour; Haar greys it
+        found = self.detect(to_rgb(image, order) if colour else gray, s)
+        return found, self.crops(gray, found, s)
+
+    def faces(self, detections: list[Detection], probs: np.ndarray) -> list[Face]:
+        return [Face.from_probs(d.box, p, self.classes, detection=d) for d, p in zip(detections, probs, strict=True)]
 
     def predict(self, image: np.ndarray | Image.Image | str | os.PathLike, *, order: str = "bgr",
                 whole: bool | None = None, settings: DetectorSettings | None = None,
@@ -232,14 +253,5 @@ class Recognizer:
         arr, order = as_array(image, order)
         if arr.ndim not in (2, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
             raise ValueError(f"expected an image array (H, W[, C]), got shape {arr.shape}")
-        gray = to_gray(arr, order)
-        boxes, crops = self.faces_in_gray(gray, whole=whole, settings=settings)
-        probs = self.classify(crops, tta=tta)
-        return [Face.from_probs(b, p, self.classes) for b, p in zip(boxes, probs, strict=True)]
-
-    def with_settings(self, **changes) -> Recognizer:
-        """A copy with some detector settings changed (shares the network)."""
-        clone = object.__new__(Recognizer)
-        clone.__dict__.update(self.__dict__)
-        clone.settings = replace(self.settings, **changes)
-        return clone
+        dets, crops = self.find_faces(arr, order=order, whole=whole, settings=settings)
+        return self.faces(dets, self.classify(crops, tta=tta))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fer_core import EMOTIONS
-from fer_core.detect import Box, iou
+from fer_core.detect import Box, Detection, iou
 from fer_core.recognizer import Face
 
 
@@ -70,8 +70,9 @@ class IoUTracker:
             used_t.add(tid)
         return out
 
-    def update(self, boxes: list[Box], probs: np.ndarray) -> list[Face]:
-        """This frame's boxes and raw probabilities -> faces with track ids and smoothed scores."""
+    def update(self, boxes: list[Box], probs: np.ndarray, detections: list[Detection] | None = None) -> list[Face]:
+        """This frame's boxes and raw probabilities -> faces with track ids and smoothed scores.
+        ``detections`` (one per box) carry the face scores and landmarks over to the faces."""
         self.frame += 1
         matched = self._match(boxes)
         a = self._smoothing
@@ -88,12 +89,8 @@ class IoUTracker:
                 t.probs = a * t.probs + (1 - a) * p
                 t.box = box
                 t.last_seen = self.frame
-            faces.append(Face.from_probs(box, self.tracks[tid].probs, self.classes, track_id=tid))
+            faces.append(Face.from_probs(box, self.tracks[tid].probs, self.classes, track_id=tid,
+                                         detection=detections[i] if detections else None))
         for tid in [tid for tid, t in self.tracks.items() if self.frame - t.last_seen > self.max_age]:
             del self.tracks[tid]
         return faces
-
-    def reset(self) -> None:
-        self.tracks.clear()
-        self.frame = 0
-        self._next_id = 1

@@ -1,15 +1,17 @@
 """Emotions over time in a video file: decode with PyAV, analyse every Nth frame, track faces.
 
-Every frame has to be decoded (inter-coded frames depend on their predecessors), but
-only every ``every``-th one is converted to pixels and analysed, which is where the time
-goes. Faces are followed with the IoU tracker so the result is one time series per
-person. Unsupported or damaged files raise ``VideoError`` with a message for the user.
+``VideoAnalysis`` streams one ``AnalysedFrame`` at a time and keeps nothing behind it, so the
+CLI's CSV of an hour-long clip needs as little memory as a second of it; the Video page
+collects the same stream with ``analyse_video``. Every frame has to be decoded (inter-coded
+frames depend on their predecessors), but only every ``every``-th one is converted to pixels
+and analysed, which is where the time goes. Faces are followed with the IoU tracker so the
+result is one time series per person. Unsupported or damaged files raise ``VideoError`` with a message for the user.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -17,7 +19,7 @@ import av
 import numpy as np
 
 from fer_core.annotate import draw_faces
-from fer_core.detect import DetectorSettings, to_gray
+from fer_core.detect import DetectorSettings
 from fer_core.recognizer import Face, Recognizer
 from fer_core.tracking import IoUTracker
 
@@ -56,76 +58,120 @@ def _reason(exc: Exception) -> str:
     return str(getattr(exc, "strerror", None) or exc).strip() or type(exc).__name__
 
 
+@dataclass
+class AnalysedFrame:
+    index: int  # frame number in the stream, from 0
+    time_s: float
+    faces: list[Face]  # with track ids
+    rgb: np.ndarray  # the decoded frame (H, W, 3)
+
+    def rows(self) -> list[dict]:
+        """One table row per face: frame, time_s, then ``Face.to_dict()``."""
+        return [{"frame": self.index, "time_s": round(self.time_s, 3), **f.to_dict()} for f in self.faces]
+
+
+class VideoAnalysis:
+    """Iterate over a clip's analysed frames. Opening reads the stream's description (and raises
+    ``VideoError`` for anything that is not a readable video); iterating decodes and analyses.
+
+        with VideoAnalysis("clip.mp4", recognizer, every=5) as clip:
+            for frame in clip:
+                ...  # frame.faces, frame.time_s; clip.progress in [0, 1]
+    """
+
+    def __init__(self, source: str | os.PathLike | BinaryIO, recognizer: Recognizer, every: int = 5,
+                 smoothing: float = 0.0, settings: DetectorSettings | None = None,
+                 max_seconds: float = MAX_SECONDS) -> None:
+        if every < 1:
+            raise ValueError("every must be >= 1")
+        self.recognizer, self.every, self.settings, self.max_seconds = recognizer, every, settings, max_seconds
+        self.smoothing = smoothing
+        self._container = _open(source)
+        try:
+            if not self._container.streams.video:
+                raise VideoError("the file has no video stream")
+            self._stream = stream = self._container.streams.video[0]
+            ctx = stream.codec_context
+            self.codec = ctx.name if ctx else (getattr(stream, "codec_tag", "") or "unknown")
+            self.width, self.height = (ctx.width, ctx.height) if ctx else (0, 0)
+            self.fps = float(stream.average_rate or stream.guessed_rate or 25)
+            duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+            if duration is None and self._container.duration:
+                duration = self._container.duration / av.time_base
+            self.duration = duration
+            stream.thread_type = "AUTO"
+        except BaseException:
+            self._container.close()
+            raise
+        self.frames_decoded = self.frames_analysed = 0
+        self.truncated = False  # stopped at max_seconds or at damaged data
+        self.progress = 0.0
+
+    def __enter__(self) -> VideoAnalysis:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __iter__(self) -> Iterator[AnalysedFrame]:
+        rec = self.recognizer
+        tracker = IoUTracker(smoothing=self.smoothing, classes=rec.classes, max_age=3)
+        total = min(self.duration or self.max_seconds, self.max_seconds)
+        try:
+            for frame in self._container.decode(self._stream):
+                t = (float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base
+                     else self.frames_decoded / self.fps)
+                if t > self.max_seconds:
+                    self.truncated = True
+                    break
+                index = self.frames_decoded
+                self.frames_decoded += 1
+                if index % self.every:
+                    continue
+                rgb = frame.to_ndarray(format="rgb24")
+                dets, crops = rec.find_faces(rgb, order="rgb", whole=False, settings=self.settings)
+                faces = tracker.update([d.box for d in dets], rec.classify(crops), dets)
+                self.frames_analysed += 1
+                self.progress = min(1.0, t / total) if total else 0.0
+                yield AnalysedFrame(index, t, faces, rgb)
+        except av.FFmpegError as exc:
+            if self.frames_decoded == 0:
+                named = f" '{self.codec}'" if self.codec != "unknown" else ""
+                raise VideoError(f"the video cannot be decoded: unsupported codec{named} or damaged data "
+                                 f"({_reason(exc)}). Try an MP4 (H.264) or WebM file.") from None
+            self.truncated = True  # a damaged tail: keep what was read
+        if self.frames_decoded == 0:
+            raise VideoError("the video has no frames that can be decoded")
+        self.progress = 1.0
+
+
 def analyse_video(source: str | os.PathLike | BinaryIO, recognizer: Recognizer, every: int = 5,
                   smoothing: float = 0.0, settings: DetectorSettings | None = None,
                   max_seconds: float = MAX_SECONDS,
                   progress: Callable[[float], None] | None = None) -> VideoResult:
-    """Analyse every ``every``-th frame; ``progress(fraction)`` is called as decoding advances."""
-    if every < 1:
-        raise ValueError("every must be >= 1")
-    container = _open(source)
-    try:
-        if not container.streams.video:
-            raise VideoError("the file has no video stream")
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        codec = ctx.name if ctx else (getattr(stream, "codec_tag", "") or "unknown")
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        if duration is None and container.duration:
-            duration = container.duration / av.time_base
-        total = min(duration or max_seconds, max_seconds)
-        stream.thread_type = "AUTO"
-        tracker = IoUTracker(smoothing=smoothing, classes=recognizer.classes, max_age=3)
-        rows: list[dict] = []
-        decoded = analysed = 0
-        best: tuple[int, np.ndarray | None, float] = (-1, None, 0.0)
-        truncated = False
-        reported = -1.0
-        try:
-            for frame in container.decode(stream):
-                t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else decoded / fps
-                if t > max_seconds:
-                    truncated = True
-                    break
-                if decoded % every == 0:
-                    rgb = frame.to_ndarray(format="rgb24")
-                    faces = _analyse(rgb, recognizer, tracker, settings)
-                    analysed += 1
-                    for f in faces:
-                        rows.append({"frame": decoded, "time_s": round(t, 3), **f.to_dict()})
-                    if len(faces) > best[0]:
-                        best = (len(faces), (rgb, faces), t)
-                    done = min(1.0, t / total) if total else 0.0
-                    if progress and done - reported >= 0.01:  # at most ~100 UI updates per clip
-                        progress(done)
-                        reported = done
-                decoded += 1
-        except av.FFmpegError as exc:
-            if decoded == 0:
-                named = f" '{codec}'" if codec != "unknown" else ""
-                raise VideoError(f"the video cannot be decoded: unsupported codec{named} or damaged data "
-                                 f"({_reason(exc)}). Try an MP4 (H.264) or WebM file.") from None
-            truncated = True  # a damaged tail: keep what was read
-        if decoded == 0:
-            raise VideoError("the video has no frames that can be decoded")
-        h, w = (ctx.height, ctx.width) if ctx else (0, 0)
-    finally:
-        container.close()
-    preview = None
-    if best[1] is not None:
-        rgb, faces = best[1]
-        preview = draw_faces(rgb, faces, order="rgb")
+    """The whole clip's rows and a preview (the Video page); ``progress(fraction)`` as decoding advances."""
+    rows: list[dict] = []
+    best: tuple[int, AnalysedFrame | None] = (-1, None)
+    reported = -1.0
+    with VideoAnalysis(source, recognizer, every, smoothing, settings, max_seconds) as clip:
+        for frame in clip:
+            rows += frame.rows()
+            if len(frame.faces) > best[0]:
+                best = (len(frame.faces), frame)
+            if progress and clip.progress - reported >= 0.01:  # at most ~100 UI updates per clip
+                progress(clip.progress)
+                reported = clip.progress
+    shown = best[1]
     if progress:
         progress(1.0)
-    return VideoResult(rows=rows, fps=fps, frames_decoded=decoded, frames_analysed=analysed, width=w, height=h,
-                       codec=codec, truncated=truncated, preview=preview, preview_time=best[2])
-
-
-def _analyse(rgb: np.ndarray, recognizer: Recognizer, tracker: IoUTracker,
-             settings: DetectorSettings | None) -> list[Face]:
-    boxes, crops = recognizer.faces_in_gray(to_gray(rgb, "rgb"), whole=False, settings=settings)
-    return tracker.update(boxes, recognizer.classify(crops))
+    return VideoResult(rows=rows, fps=clip.fps, frames_decoded=clip.frames_decoded,
+                       frames_analysed=clip.frames_analysed, width=clip.width, height=clip.height, codec=clip.codec,
+                       truncated=clip.truncated,
+                       preview=draw_faces(shown.rgb, shown.faces, order="rgb") if shown else None,
+                       preview_time=shown.time_s if shown else 0.0)
 
 
 def write_test_video(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 10, codec: str = "mpeg4") -> None:

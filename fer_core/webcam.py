@@ -18,14 +18,24 @@ import av
 import numpy as np
 
 from fer_core.annotate import draw_faces, draw_overlay
-from fer_core.detect import DetectorSettings, to_gray
+from fer_core.detect import Detection, DetectorSettings, to_gray
 from fer_core.recognizer import Recognizer
 from fer_core.tracking import IoUTracker
 
-WEBCAM_SETTINGS = DetectorSettings(scale_factor=1.2, min_neighbors=5, min_size=64, max_side=256)
-"""Live-video defaults: detection dominates the per-frame cost, so it runs on a 2.5x-downscaled
-frame with a coarser pyramid. Measured on 100 FER-2013 faces pasted at 150 px into 640x480: the
-same 73% are found as at 320 px, ~30% faster; the photo defaults (640 px, step 1.1) are for stills."""
+WEBCAM_SETTINGS = {
+    "haar": DetectorSettings(scale_factor=1.2, min_neighbors=5, min_size=64, max_side=256),
+    "mtcnn": DetectorSettings(min_size=48, max_side=320),
+}
+"""Live-video detector settings: detection dominates the per-frame cost, so it runs on a downscaled
+frame. Haar: measured on 100 FER-2013 faces pasted at 150 px into 640x480, 256 px with a coarser
+pyramid finds the same 73% as 320 px, ~30% faster. MTCNN: at 320 px it finds every face of the
+fixture group photo and 72% of generated-scene faces (76% at 640 px) in a third of the time
+(docs/detection.md)."""
+
+DETECT_EVERY = {"haar": 1, "mtcnn": 3}
+"""Detect on every Nth frame; the tracker carries the boxes in between (faces move little in a
+tenth of a second). MTCNN costs more than a 30 FPS frame budget on a small CPU, and a stride of 3
+keeps the whole pipeline above 25 FPS (``python -m fer_core.bench --pipeline``)."""
 
 HISTORY_ROWS = 2000
 """Rows the queue holds before the oldest are dropped (the page drains it several times a second)."""
@@ -37,10 +47,15 @@ class WebcamProcessor:
     ``smoothing`` may be changed from the page's thread at any time (a float swap).
     """
 
-    def __init__(self, recognizer: Recognizer, smoothing: float = 0.6,
-                 settings: DetectorSettings = WEBCAM_SETTINGS, history_rows: int = HISTORY_ROWS) -> None:
+    def __init__(self, recognizer: Recognizer, smoothing: float = 0.6, settings: DetectorSettings | None = None,
+                 detect_every: int | None = None, history_rows: int = HISTORY_ROWS) -> None:
+        name = recognizer.detector.name
         self.recognizer = recognizer
-        self.settings = settings
+        self.settings = settings or WEBCAM_SETTINGS.get(name, recognizer.settings)
+        self.detect_every = detect_every or DETECT_EVERY.get(name, 1)
+        if self.detect_every < 1:
+            raise ValueError("detect_every must be >= 1")
+        self._carried: list[Detection] = []  # the last detection frame's faces, reused until the next one
         self.tracker = IoUTracker(smoothing=smoothing, classes=recognizer.classes)
         self.history: queue.Queue[dict] = queue.Queue(maxsize=history_rows)
         self._lock = threading.Lock()
@@ -79,10 +94,14 @@ class WebcamProcessor:
                 if dt > 0:
                     self.fps = 1 / dt if self.fps == 0 else 0.9 * self.fps + 0.1 / dt
             self._last = start
-            gray = to_gray(bgr, "bgr")
-            boxes, crops = self.recognizer.faces_in_gray(gray, whole=False, settings=self.settings)
-            probs = self.recognizer.classify(crops)
-            faces = self.tracker.update(boxes, probs)
+            rec = self.recognizer
+            if self.frames % self.detect_every == 0:
+                dets, crops = rec.find_faces(bgr, order="bgr", whole=False, settings=self.settings)
+                self._carried = dets
+            else:  # the tracker carries the boxes: crop this frame where the faces were last found
+                dets = self._carried
+                crops = rec.crops(to_gray(bgr, "bgr"), dets, self.settings)
+            faces = self.tracker.update([d.box for d in dets], rec.classify(crops), dets)
             out = draw_faces(bgr, faces, order="bgr")
             t = round(start - self._t0, 3)
             for f in faces:

@@ -7,7 +7,7 @@ import streamlit as st
 from fer_core.active import model_choices
 from fer_core.annotate import EMOTION_COLORS, draw_faces
 from fer_core.checkpoint import CheckpointError
-from fer_core.detect import DetectorSettings
+from fer_core.detect import DetectorSettings, available_detectors, to_gray
 from fer_core.imageio import IMAGE_TYPES, MAX_PIXELS, ImageError, decode_image, encode_png
 from fer_core.recognizer import Recognizer
 
@@ -16,30 +16,46 @@ st.markdown("Upload one or more photos: every face found is boxed and labelled w
             "and the network's seven probabilities are shown per face. Images stay in memory and are never stored.")
 
 defaults = DetectorSettings()
+detectors = available_detectors()
+DETECTOR_HELP = {"mtcnn": "MTCNN (learned; finds turned and tilted faces, aligns them by the eyes)",
+                 "haar": "Haar cascade (the paper's; frontal faces only)"}
+detector = st.radio("Face detector", detectors, format_func=lambda d: DETECTOR_HELP.get(d, d), horizontal=True,
+                    help="MTCNN finds more of the faces in real photos; the Haar cascade is the paper's pipeline.")
 with st.expander("Detector settings"):
     c1, c2, c3 = st.columns(3)
-    scale_factor = c1.slider("Pyramid step (scale factor)", 1.05, 1.5, defaults.scale_factor, 0.05,
-                             help="Smaller finds more faces but is slower.")
-    min_neighbors = c2.slider("Min neighbours", 1, 12, defaults.min_neighbors,
-                              help="How many overlapping detections a face needs: higher = fewer false faces.")
+    if detector == "haar":
+        scale_factor = c1.slider("Pyramid step (scale factor)", 1.05, 1.5, defaults.scale_factor, 0.05,
+                                 help="Smaller finds more faces but is slower.")
+        min_neighbors = c2.slider("Min neighbours", 1, 12, defaults.min_neighbors,
+                                  help="How many overlapping detections a face needs: higher = fewer false faces.")
+        min_score = defaults.min_score
+    else:
+        scale_factor, min_neighbors = defaults.scale_factor, defaults.min_neighbors
+        min_score = c1.slider("Minimum face score", 0.5, 0.99, defaults.min_score, 0.01,
+                              help="How sure the detector must be that a box is a face: lower finds more, "
+                                   "with more false boxes.")
+        c2.caption("Faces are rotated upright by their eye landmarks before classification.")
     min_size = c3.slider("Smallest face (px)", 20, 400, defaults.min_size, 4)
     c4, c5, c6 = st.columns(3)
     max_side = c4.select_slider("Detect on a copy at most this wide (px)", [320, 480, 640, 960, 1280, 1920, 0],
                                 value=defaults.max_side, format_func=lambda v: "full size" if v == 0 else str(v),
                                 help="Downscaling speeds detection up; small faces in big photos need more pixels.")
-    margin = c5.slider("Margin around each face", 0.0, 0.5, defaults.margin, 0.01,
-                       help="Context added around the detected box before cropping to 48x48.")
+    margin = c5.slider("Margin around each face", 0.0, 0.5, {"haar": 0.02}.get(detector, 0.0), 0.01,
+                       help="Context added around the detected box before cropping to 48x48 (the default is the "
+                            "one that reproduces FER-2013's framing for this detector).")
     tta = c6.checkbox("TTA", value=False, help="Test-time augmentation: also classify 13 shifted, zoomed and "
                        "mirrored copies of each face and average (about 2 points more accurate, 14x the work).")
-settings = DetectorSettings(scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_size,
-                            max_side=max_side, margin=margin)
+settings = DetectorSettings(scale_factor=scale_factor, min_neighbors=min_neighbors, min_score=min_score,
+                            min_size=min_size, max_side=max_side, margin=margin)
+explain = st.toggle("Show what the network looked at (Grad-CAM)", value=False,
+                    help="A heat map per face of the regions that drove its label.")
 
 choices = model_choices()
 model_name = st.selectbox("Model", list(choices), help="By default the shipped accurate model answers (or the run you "
                           "promoted on the Training page); the fast live-video model and the paper's CNN are "
                           "listed too, for comparison.")
 try:
-    rec = Recognizer.load(choices[model_name], tta=tta)
+    rec = Recognizer.load(choices[model_name], tta=tta, detector=detector)
 except CheckpointError as exc:
     st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`), "
              "or point `FER_WEIGHTS` at a .safetensors file.")
@@ -90,7 +106,17 @@ for index, upload in enumerate(files):
         fig.update_yaxes(title=None, range=[-0.5, len(rec.classes) - 0.5])
         fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
         right.plotly_chart(fig, key=f"bars_{index}")
-        rows = [{"file": upload.name, "face": i, **f.to_dict()} for i, f in enumerate(faces, 1)]
+        if explain:
+            from fer_core.explain import EXPLAINED, explainer_for, gradcam, overlay
+
+            crops = rec.crops(to_gray(decoded.rgb, "rgb"), [f.detection for f in faces], settings)
+            maps, _ = gradcam(explainer_for(rec.weights), crops, [rec.classes.index(f.label) for f in faces])
+            st.caption(f"Grad-CAM: {EXPLAINED}")
+            cols = st.columns(min(len(faces), 6))
+            for i, (f, crop, heat) in enumerate(zip(faces, crops, maps, strict=True)):
+                cols[i % len(cols)].image(overlay(crop, heat), caption=f"face {i + 1}: {f.label}", width="stretch")
+        rows = [{"file": upload.name, "face": i, "detector": detector,
+                 **{k: v for k, v in f.to_dict().items() if k != "landmarks"}} for i, f in enumerate(faces, 1)]
         all_rows += rows
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         stem = upload.name.rsplit(".", 1)[0]

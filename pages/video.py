@@ -6,7 +6,7 @@ import streamlit as st
 
 from fer_core.annotate import EMOTION_COLORS
 from fer_core.checkpoint import CheckpointError
-from fer_core.detect import DetectorSettings
+from fer_core.detect import DetectorSettings, available_detectors
 from fer_core.recognizer import Recognizer
 from fer_core.video import MAX_SECONDS, VIDEO_TYPES, VideoError, analyse_video
 
@@ -14,6 +14,8 @@ st.title("Video")
 st.markdown("Upload a short clip: every Nth frame is analysed, faces are followed from frame to frame, and each "
             "face gets its own emotion-over-time chart. The clip is read from memory and never stored.")
 
+detector = st.radio("Face detector", available_detectors(), horizontal=True,
+                    help="mtcnn: learned, finds turned and tilted faces (default); haar: the paper's cascade.")
 c1, c2, c3 = st.columns(3)
 every = c1.number_input("Analyse every Nth frame", 1, 120, 5, help="1 = every frame (slowest).")
 smoothing = c2.slider("Smoothing", 0.0, 0.95, 0.0, 0.05,
@@ -21,7 +23,7 @@ smoothing = c2.slider("Smoothing", 0.0, 0.95, 0.0, 0.05,
 min_size = c3.slider("Smallest face (px)", 20, 400, DetectorSettings().min_size, 4)
 
 try:
-    rec = Recognizer.load()
+    rec = Recognizer.load(detector=detector)
 except CheckpointError as exc:
     st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`).")
     st.stop()
@@ -32,7 +34,7 @@ if upload is None:
     st.info("Drop a video file above.")
     st.stop()
 
-cache_key = (upload.file_id, int(every), smoothing, min_size, str(rec.weights))
+cache_key = (upload.file_id, int(every), smoothing, min_size, str(rec.weights), detector)
 cached = st.session_state.get("video_result")
 if cached is not None and cached[0] == cache_key:
     result = cached[1]  # a rerun for another widget: do not analyse the clip again
@@ -57,7 +59,7 @@ if not result.rows:
     st.warning("No face found in the analysed frames. Try a smaller 'Smallest face' or analysing more frames.")
     st.stop()
 
-df = pd.DataFrame(result.rows)
+df = pd.DataFrame(result.rows).drop(columns=["landmarks"], errors="ignore").assign(detector=detector)
 emotions = list(rec.classes)
 tracks = df["track_id"].value_counts()
 st.success(f"{len(tracks)} face track{'s' if len(tracks) != 1 else ''} found.")

@@ -17,6 +17,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from fer_core.annotate import EMOTION_COLORS
 from fer_core.checkpoint import CheckpointError
+from fer_core.detect import available_detectors
 from fer_core.recognizer import Recognizer
 from fer_core.webcam import WebcamProcessor, ice_servers
 
@@ -26,12 +27,15 @@ st.title("Webcam")
 st.markdown("Press **START** and allow the camera: each face is boxed and labelled live, with the frame rate "
             "and per-frame latency drawn on the video. Nothing is recorded or stored.")
 
+detector = st.radio("Face detector", available_detectors(), horizontal=True,
+                    help="mtcnn: learned, finds turned and tilted faces; it runs on every 3rd frame and the "
+                         "tracker carries the boxes in between. haar: the paper's cascade, on every frame.")
 smoothing = st.slider("Smoothing", 0.0, 0.95, 0.6, 0.05,
                       help="Exponential moving average of each face's scores over frames: 0 = raw, "
                            "higher = calmer labels that react later.")
 
 try:
-    rec = Recognizer.load()
+    rec = Recognizer.load(detector=detector)
 except CheckpointError as exc:
     st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`).")
     st.stop()
@@ -47,7 +51,7 @@ except ValueError as exc:
     servers = []
 
 proc: WebcamProcessor | None = st.session_state.get("webcam_processor")
-if proc is None or proc.recognizer.weights != rec.weights:
+if proc is None or proc.recognizer.weights != rec.weights or proc.recognizer.detector is not rec.detector:
     proc = WebcamProcessor(rec, smoothing=smoothing)
     st.session_state["webcam_processor"] = proc
 proc.smoothing = smoothing

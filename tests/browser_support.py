@@ -33,14 +33,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_y4m(path: Path, frame_gray: np.ndarray, frames: int = 30) -> Path:
-    """A looping fake-webcam video: the same grey frame (H, W even), no colour."""
-    h, w = frame_gray.shape
-    chroma = np.full((h // 2) * (w // 2), 128, np.uint8).tobytes()
+def write_y4m(path: Path, frame: np.ndarray | list[np.ndarray], frames: int = 30) -> Path:
+    """A looping fake-webcam video (H, W even): one frame repeated ``frames`` times, or a list of
+    frames played once each. Grey frames carry no colour; RGB frames are converted to YUV 4:2:0."""
+    import cv2
+
+    seq = frame if isinstance(frame, list) else [frame] * frames
+    h, w = seq[0].shape[:2]
     with open(path, "wb") as fh:
         fh.write(f"YUV4MPEG2 W{w} H{h} F15:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            fh.write(b"FRAME\n" + frame_gray.astype(np.uint8).tobytes() + chroma + chroma)
+        for f in seq:
+            if f.ndim == 2:
+                chroma = np.full((h // 2) * (w // 2), 128, np.uint8).tobytes()
+                fh.write(b"FRAME\n" + f.astype(np.uint8).tobytes() + chroma + chroma)
+            else:
+                fh.write(b"FRAME\n" + cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2YUV_I420).tobytes())
     return path
 
 

@@ -17,7 +17,8 @@ from PIL import Image
 from fer_core import EMOTIONS, tta
 from fer_core.annotate import EMOTION_COLORS, draw_faces, rgb_color
 from fer_core.checkpoint import CheckpointError, save_checkpoint
-from fer_core.detect import DetectorSettings, expand_box, iou, suppress_overlaps
+from fer_core.align import expand_box
+from fer_core.detect import DetectorSettings, iou, suppress_overlaps
 from fer_core.models import ModelConfig, create_model
 from fer_core.pipeline_bench import compose_frame, detectable_faces
 from fer_core.recognizer import Face, Recognizer
@@ -51,10 +52,10 @@ _LAYOUTS: dict[tuple, list[np.ndarray]] = {}
 
 
 def real_layout(real_data: Path, n: int, settings: DetectorSettings | None = None) -> list[np.ndarray]:
-    """``n`` FER-2013 test faces the cascade finds in ``compose_frame``'s n-face layout (cached)."""
+    """``n`` FER-2013 test faces that both detectors find in ``compose_frame``'s n-face layout (cached)."""
     key = (str(real_data), n, settings)
     if key not in _LAYOUTS:
-        _LAYOUTS[key] = detectable_faces(real_data / "test", n, settings=settings)
+        _LAYOUTS[key] = detectable_faces(real_data / "test", n, settings=settings, detectors=("haar", "mtcnn"))
     if len(_LAYOUTS[key]) < n:
         pytest.skip(f"fewer than {n} detectable faces in the test data")
     return _LAYOUTS[key]
@@ -220,26 +221,28 @@ def test_concurrent_detection_is_consistent(rec, real_data):
 
 @pytest.mark.data
 def test_composed_frame_in_colour_and_with_webcam_settings(rec, real_data):
-    frame, _ = compose_frame(real_layout(real_data, 2, WEBCAM_SETTINGS))
+    frame, _ = compose_frame(real_layout(real_data, 2, WEBCAM_SETTINGS["haar"]))
     bgr = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    assert len(rec.predict(bgr, settings=WEBCAM_SETTINGS)) == 2
+    assert len(rec.predict(bgr, settings=WEBCAM_SETTINGS[rec.detector.name])) == 2
 
 
 @pytest.mark.data
-def test_default_margin_reproduces_fer_framing(rec, real_data):
+@pytest.mark.parametrize(("detector", "floor"), [("haar", 0.6), ("mtcnn", 0.5)])
+def test_default_margin_reproduces_fer_framing(tiny_weights, real_data, detector, floor):
     """Crops cut from the frame look like the original FER-2013 images (median pixel correlation),
     and clearly more so than with a generous margin: the network sees the framing it was trained on."""
-    corr: dict[float, list[float]] = {DetectorSettings().margin: [], 0.2: []}
+    rec = Recognizer(tiny_weights, detector=detector)
+    corr: dict[float, list[float]] = {rec.margin(): [], 0.2: []}
     for path in sorted((real_data / "test").glob("*/*.jpg"))[:80]:
         face = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         frame, _ = compose_frame([face])
         for margin, values in corr.items():
-            boxes, crops = rec.faces_in_gray(frame, whole=False, settings=DetectorSettings(margin=margin))
-            if len(boxes) == 1:
+            dets, crops = rec.find_faces(frame, whole=False, settings=DetectorSettings(margin=margin, align=False))
+            if len(dets) == 1:
                 values.append(np.corrcoef(crops[0].ravel().astype(float), face.ravel().astype(float))[0, 1])
     default, wide = (float(np.median(v)) for v in corr.values())
     assert len(corr[0.2]) > 40
-    assert default > 0.6 and default > wide + 0.2
+    assert default > floor and default > wide + 0.2
 
 
 # ----------------------------------------------------------------------------- tracking and smoothing
@@ -300,7 +303,7 @@ def test_webcam_callback_is_frame_to_frame(rec):
 
 @pytest.mark.data
 def test_webcam_callback_annotates_faces_and_feeds_the_queue(rec, real_data):
-    gray, truth = compose_frame(real_layout(real_data, 2, WEBCAM_SETTINGS))
+    gray, truth = compose_frame(real_layout(real_data, 2, WEBCAM_SETTINGS["haar"]))
     bgr = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     proc = WebcamProcessor(rec, smoothing=0.5)
     for _ in range(3):

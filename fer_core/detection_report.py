@@ -1,0 +1,188 @@
+"""How well each detector finds real faces, what crop margin it needs and what alignment buys:
+the measurements behind the detection defaults (docs/detection.md).
+
+    python -m fer_core.detection_report --data DIR [--faces 240] [--weights PATH]
+
+Three tables, all on the same images:
+1. candidates: recall, false boxes and ms per 640x480 frame, on the real-face fixtures, the
+   fixture group photo and generated scenes of FER-2013 test faces (sizes 64-160 px, tilts up
+   to 30 degrees, textured background);
+2. the crop margin around the learned detector's box that best reproduces FER-2013's framing;
+3. accuracy on tilted faces, with and without alignment, per detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_core.detect import DetectorSettings, get_detector
+from fer_core.scenes import Scene, compose_scene, load_pictures, matches, photo_group, score_detections
+
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "faces"
+SIZES = (64, 96, 128, 160)
+ANGLES = (0, 15, -15, 30, -30, 0)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    detector: str
+    settings: DetectorSettings
+
+
+CANDIDATES = (
+    Candidate("haar, photo settings (paper)", "haar", DetectorSettings()),
+    Candidate("haar, webcam settings", "haar", DetectorSettings(scale_factor=1.2, min_size=64, max_side=256)),
+    Candidate("mtcnn, photo settings (default)", "mtcnn", DetectorSettings()),
+    Candidate("mtcnn, webcam settings", "mtcnn", DetectorSettings(min_size=48, max_side=320)),
+)
+
+
+def test_faces(test_dir: Path, n: int, seed: int = 0) -> list[tuple[np.ndarray, int]]:
+    """``n`` random FER-2013 test faces (blank ones skipped) with their class index."""
+    from fer_core import EMOTIONS
+
+    files = sorted(test_dir.glob("*/*.jpg"))
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.permutation(len(files)):
+        face = cv2.imread(str(files[i]), cv2.IMREAD_GRAYSCALE)
+        if face is not None and face.std() >= 10 and files[i].parent.name in EMOTIONS:
+            out.append((face, EMOTIONS.index(files[i].parent.name)))
+            if len(out) == n:
+                break
+    return out
+
+
+def generated_scenes(faces: list[np.ndarray], per_scene: int = 4, angles: tuple = ANGLES) -> list[Scene]:
+    """Scenes of ``per_scene`` faces each, cycling through the sizes and tilts."""
+    scenes = []
+    for k in range(0, len(faces) - per_scene + 1, per_scene):
+        j = k // per_scene
+        sides = [SIZES[(j + i) % len(SIZES)] for i in range(per_scene)]
+        tilts = [angles[(3 * j + i) % len(angles)] for i in range(per_scene)]
+        scenes.append(compose_scene(faces[k:k + per_scene], sides, tilts, seed=k))
+    return scenes
+
+
+def candidates_table(scenes: list[Scene], real: list[Scene]) -> list[dict]:
+    rows = []
+    for c in CANDIDATES:
+        det = get_detector(c.detector)
+        row: dict = {"candidate": c.name}
+        for label, group in (("real", real), ("generated", scenes)):
+            found = false = total = 0
+            times = []
+            for sc in group:
+                t0 = time.perf_counter()
+                boxes = [d.box for d in det.detect(sc.image, c.settings)]
+                times.append((time.perf_counter() - t0) * 1000)
+                hit, bad = score_detections(boxes, sc.boxes)
+                found, false, total = found + hit, false + bad, total + len(sc.boxes)
+            row[label] = (found, total, false)
+            if label == "generated":
+                row["ms"] = statistics.median(times)
+        rows.append(row)
+    return rows
+
+
+def margin_table(faces: list[np.ndarray], margins: tuple[float, ...]) -> dict[float, float]:
+    """Median correlation between the crop cut around the mtcnn box and the original FER-2013 image."""
+    from fer_core.align import crop_face
+
+    det = get_detector("mtcnn")
+    corr: dict[float, list[float]] = {m: [] for m in margins}
+    for i, face in enumerate(faces):
+        sc = compose_scene([face], [SIZES[i % len(SIZES)]], [0], seed=i)
+        found = [d for d in det.detect(sc.image, DetectorSettings()) if matches(d.box, sc.boxes[0])]
+        if not found:
+            continue
+        for m in margins:
+            crop = crop_face(sc.image, found[0], m, face.shape[0], align=False)
+            corr[m].append(float(np.corrcoef(crop.ravel().astype(float), face.ravel().astype(float))[0, 1]))
+    return {m: statistics.median(v) if v else float("nan") for m, v in corr.items()}
+
+
+def alignment_table(labelled: list[tuple[np.ndarray, int]], weights: Path) -> list[dict]:
+    """Accuracy of the classifier on faces tilted by 0/15/30 degrees in scenes, per detector, aligned or not.
+    'of all' counts a missed face as wrong; 'of found' scores only the faces the detector found."""
+    from fer_core.recognizer import Recognizer
+
+    rows = []
+    faces = [f for f, _ in labelled]
+    labels = [y for _, y in labelled]
+    for tilt in (0, 15, 30):
+        angles = (tilt, -tilt) if tilt else (0,)
+        scenes = generated_scenes(faces, angles=angles)
+        for detector in ("haar", "mtcnn"):
+            rec = Recognizer(weights, detector=detector)
+            for align in (False, True):
+                s = replace(rec.settings, align=align)
+                right = found = total = 0
+                for k, sc in enumerate(scenes):
+                    dets, crops = rec.find_faces(sc.image, whole=False, settings=s)
+                    probs = rec.classify(crops)
+                    for t, box in enumerate(sc.boxes):
+                        total += 1
+                        hit = next((i for i, d in enumerate(dets) if matches(d.box, box)), None)
+                        if hit is not None:
+                            found += 1
+                            right += int(probs[hit].argmax() == labels[4 * k + t])
+                rows.append({"tilt": tilt, "detector": detector, "align": align, "found": found, "total": total,
+                             "acc_all": right / total, "acc_found": right / max(found, 1)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fer_core.paths import default_data_path
+
+    ap = argparse.ArgumentParser(prog="python -m fer_core.detection_report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None, help="FER-2013 folder with test/ (default: $FER_DATA or data/fer2013)")
+    ap.add_argument("--faces", type=int, default=240, help="FER-2013 test faces per table")
+    ap.add_argument("--weights", default=None, help="classifier for the alignment table (default: the fast model)")
+    args = ap.parse_args(argv)
+    test_dir = Path(args.data or default_data_path()) / "test"
+    if not test_dir.is_dir():
+        print(f"error: {test_dir} not found (pass --data or set FER_DATA)", file=sys.stderr)
+        return 2
+    from fer_core.active import DEFAULT_WEIGHTS
+
+    weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+    labelled = test_faces(test_dir, args.faces)
+    faces = [f for f, _ in labelled]
+    pictures = load_pictures(FIXTURES)
+    real = [Scene(p.image, p.boxes, [0.0] * len(p.boxes)) for p in pictures.values()] + [photo_group(pictures)]
+
+    print(f"### Candidates ({len(faces)} FER-2013 test faces in {len(faces) // 4} generated 640x480 scenes; "
+          f"real = {len(pictures)} fixture photos + the fixture group photo)\n")
+    print("| detector | real faces found | real false boxes | generated found | generated false boxes | "
+          "ms / 640x480 frame |\n|---|---:|---:|---:|---:|---:|")
+    for r in candidates_table(generated_scenes(faces), real):
+        (rf, rt, rb), (gf, gt, gb) = r["real"], r["generated"]
+        print(f"| {r['candidate']} | {rf}/{rt} | {rb} | {gf}/{gt} ({100 * gf / gt:.0f}%) | {gb} | {r['ms']:.1f} |")
+
+    margins = (-0.1, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
+    print("\n### Crop margin around the mtcnn box (median correlation of the crop with the FER-2013 original)\n")
+    table = margin_table(faces, margins)
+    print("| margin | " + " | ".join(f"{m:+.2f}" for m in margins) + " |\n|---|" + "---:|" * len(margins))
+    print("| median r | " + " | ".join(f"{v:.3f}" for v in table.values()) + " |")
+
+    print(f"\n### Alignment: accuracy of {weights.name} on tilted faces in scenes\n")
+    print("| tilt | detector | aligned | found | accuracy of all faces | accuracy of found faces |\n"
+          "|---:|---|---|---:|---:|---:|")
+    for r in alignment_table(labelled, weights):
+        print(f"| ±{r['tilt']}° | {r['detector']} | {'yes' if r['align'] else 'no'} | {r['found']}/{r['total']} | "
+              f"{100 * r['acc_all']:.1f}% | {100 * r['acc_found']:.1f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
