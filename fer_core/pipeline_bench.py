@@ -123,13 +123,13 @@ def _stats(times: list[float]) -> dict:
     return {"ms": statistics.median(times), "p90": float(np.percentile(times, 90)), "mean": statistics.fmean(times)}
 
 
-def _frames(test_dir: Path | None, detectors: list[str]) -> dict[str, tuple[np.ndarray, int]]:
-    """Named BGR 640x480 frames and how many faces each holds (the name ends in the count)."""
+def _frames(test_dir: Path | None, detectors: list[str]) -> dict[str, np.ndarray]:
+    """BGR 640x480 frames, by a name that ends in how many faces the frame holds."""
     from fer_core.scenes import load_pictures, photo_group
 
     pictures = load_pictures(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "faces")
     group = photo_group(pictures)
-    frames = {"fixture group photo, 5 faces": (cv2.cvtColor(group.image, cv2.COLOR_RGB2BGR), len(group.boxes))}
+    frames = {f"fixture group photo, {len(group.boxes)} faces": cv2.cvtColor(group.image, cv2.COLOR_RGB2BGR)}
     if test_dir is not None:
         from fer_core.webcam import WEBCAM_SETTINGS
 
@@ -137,7 +137,7 @@ def _frames(test_dir: Path | None, detectors: list[str]) -> dict[str, tuple[np.n
             layout = detectable_faces(test_dir, k, settings=WEBCAM_SETTINGS["haar"], detectors=tuple(detectors))
             if len(layout) == k:
                 gray, _ = compose_frame(layout)
-                frames[f"FER-2013 test frame, {k} face{'s' if k > 1 else ''}"] = (cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), k)
+                frames[f"FER-2013 test frame, {k} face{'s' if k > 1 else ''}"] = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     return frames
 
 
@@ -157,7 +157,7 @@ def run(weights: Path | None = None, seconds: float = 2.0) -> tuple[list[dict], 
     rows = []
     crop = np.full((1, IMAGE_SIZE, IMAGE_SIZE), 128, np.uint8)
     rows.append({"case": "classify 1 face (48x48, batch 1)", **_stats(_time_ms(lambda: rec.classify(crop), seconds))})
-    for name, (bgr, n) in _frames(fer_test_dir(), detectors).items():
+    for name, bgr in _frames(fer_test_dir(), detectors).items():
         for detector in detectors:
             r = Recognizer(rec.weights, detector=detector)
             proc = WebcamProcessor(r)

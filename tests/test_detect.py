@@ -13,8 +13,15 @@ import pytest
 
 from fer_core import detect
 from fer_core.align import crop_face, roll_degrees
-from fer_core.detect import (DEFAULT_DETECTOR, DETECTORS, Detection, DetectorSettings, DetectorUnavailable,
-                             get_detector, to_gray)
+from fer_core.detect import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    Detection,
+    DetectorSettings,
+    DetectorUnavailable,
+    get_detector,
+    to_gray,
+)
 from fer_core.scenes import load_pictures, photo_group, score_detections
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "faces"
@@ -45,7 +52,7 @@ def test_default_detector_finds_every_face_and_nothing_else(pictures, name):
     for d in found:
         assert d.score >= DetectorSettings().min_score and len(d.landmarks) == 5
         x, y, w, h = d.box
-        (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = d.landmarks
+        (lx, ly), (rx, ry), (_, ny), (_, mly), (_, mry) = d.landmarks
         assert all(x <= px <= x + w and y <= py <= y + h for px, py in d.landmarks)
         assert lx < rx and max(ly, ry) < ny < min(mly, mry)  # eyes, then nose, then mouth, top to bottom
 

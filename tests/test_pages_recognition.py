@@ -11,12 +11,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from fer_core.pipeline_bench import compose_frame
+from fer_core.scenes import score_detections
 from fer_core.video import write_test_video
 from tests.conftest import make_face
 from tests.test_recognizer import real_layout, tiny_weights  # noqa: F401  (fixture)
 
 TIMEOUT = 60
 PAGES = Path(__file__).resolve().parents[1] / "pages"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "faces"
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -101,6 +103,34 @@ def test_photo_page_labels_every_face_of_a_group_photo(tiny_weights, real_data):
     assert len(at.error) == 1 and "bad.jpg" in at.error[0].value
 
 
+def _group_photo():
+    from fer_core.scenes import load_pictures, photo_group
+
+    scene = photo_group(load_pictures(FIXTURES))
+    return _png(cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)), scene.boxes
+
+
+def test_photo_page_finds_real_faces_with_either_detector_and_explains_them(tiny_weights):  # noqa: F811
+    at = _run("photo")
+    assert at.radio[0].value == "mtcnn" and len(at.radio[0].options) == 2
+    photo, truth = _group_photo()
+    at.file_uploader[0].set_value(("group.png", photo, "image/png"))
+    at.run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert len(table) == 5 and set(table["detector"]) == {"mtcnn"} and (table["face_score"] > 0.9).all()
+    assert not any("Grad-CAM" in c.value for c in at.caption)
+    at.toggle[0].set_value(True).run()  # what the network looked at
+    assert not at.exception
+    assert any(c.value.startswith("Grad-CAM:") for c in at.caption)
+    assert len(at.get("image")) == 6  # the annotated photo and one heat map per face
+    at.radio[0].set_value("haar").run()  # the paper's detector misses the tilted and smaller faces
+    assert not at.exception
+    haar = at.dataframe[0].value
+    found, false = score_detections(list(haar[["x", "y", "w", "h"]].itertuples(index=False, name=None)), truth)
+    assert set(haar["detector"]) == {"haar"} and found < 5 and false >= 1
+
+
 def test_pages_explain_a_missing_model(monkeypatch, tmp_path, no_webrtc_session):
     monkeypatch.setenv("FER_WEIGHTS", str(tmp_path / "nothing.safetensors"))
     for page in ("photo", "video", "webcam"):
@@ -145,6 +175,23 @@ def test_video_page_charts_each_tracked_face(tiny_weights, real_data, tmp_path):
     assert "2 face tracks found" in at.success[0].value
     assert len(at.get("plotly_chart")) == 2
     assert set(at.dataframe[0].value["track_id"]) == {1, 2}
+
+
+def test_video_page_follows_real_faces_with_the_chosen_detector(tiny_weights, tmp_path):  # noqa: F811
+    from fer_core.scenes import load_pictures, photo_group
+
+    scene = photo_group(load_pictures(FIXTURES))
+    path = tmp_path / "group.mp4"
+    write_test_video(path, [np.roll(scene.image, 2 * i, axis=1) for i in range(6)], codec="mpeg4")
+    at = _run("video")
+    assert at.radio[0].value == "mtcnn"
+    at.number_input[0].set_value(2)
+    at.file_uploader[0].set_value(("group.mp4", path.read_bytes(), "video/mp4"))
+    at.run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert "5 face tracks found" in at.success[0].value
+    assert set(table["detector"]) == {"mtcnn"} and sorted(set(table["frame"])) == [0, 2, 4]
 
 
 # ----------------------------------------------------------------------------- webcam

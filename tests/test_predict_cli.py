@@ -97,3 +97,94 @@ def test_runs_as_a_module(tiny_weights, folder):  # noqa: F811
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "face_1.png: face 1 at (0, 0, 48, 48):" in proc.stdout
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "faces"
+
+
+def _group_scene():
+    from fer_core.scenes import load_pictures, photo_group
+
+    return photo_group(load_pictures(FIXTURES))
+
+
+def test_detector_choice_is_recorded(tiny_weights, tmp_path, capsys):  # noqa: F811
+    scene = _group_scene()
+    path = tmp_path / "group.png"
+    cv2.imwrite(str(path), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    assert main([str(path), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["detector"] == "mtcnn" and len(record["faces"]) == 5
+    assert all(len(f["landmarks"]) == 5 and f["face_score"] >= 0.9 for f in record["faces"])
+    assert main([str(path), "--csv", "--detector", "haar"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows and {r["detector"] for r in rows} == {"haar"} and {r["face_score"] for r in rows} == {""}
+    with pytest.raises(SystemExit):  # argparse rejects an unknown detector
+        main([str(path), "--detector", "nope"])
+
+
+def test_video_streams_one_row_per_face_per_analysed_frame(tiny_weights, tmp_path, capsys):  # noqa: F811
+    from fer_core.video import write_test_video
+
+    scene = _group_scene()
+    clip = tmp_path / "clip.mp4"
+    write_test_video(clip, [np.roll(scene.image, 3 * i, axis=1) for i in range(9)], fps=10, codec="mpeg4")
+    photo = tmp_path / "still.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    assert main([str(clip), str(photo), "--csv", "--every", "4"]) == 0
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    video = [r for r in rows if r["path"] == str(clip)]
+    assert sorted({int(r["frame"]) for r in video}) == [0, 4, 8]
+    assert [float(r["time_s"]) for r in video if r["face"] == "1"] == [0.0, 0.4, 0.8]
+    assert len(video) == 15 and len({r["track_id"] for r in video}) == 5  # 5 faces followed over 3 frames
+    assert all(r["detector"] == "mtcnn" and abs(sum(float(r[c]) for c in EMOTIONS) - 1) < 1e-3 for r in video)
+    still = [r for r in rows if r["path"] == str(photo)]
+    assert len(still) == 5 and {r["frame"] for r in still} == {""}
+    assert "clip.mp4" in err  # the progress bar, on stderr
+
+
+def test_video_rows_stream_before_the_clip_ends(tiny_weights, tmp_path, monkeypatch):  # noqa: F811
+    """Rows leave as frames are analysed: nothing accumulates, however long the clip."""
+    from fer_core import predict
+    from fer_core.video import VideoAnalysis, write_test_video
+
+    clip = tmp_path / "long.mp4"
+    write_test_video(clip, [np.full((96, 128), 60 + i, np.uint8) for i in range(30)], codec="mpeg4")
+    seen: list[int] = []
+    opened: list[VideoAnalysis] = []
+
+    class Spy(predict.Output):
+        def video_frame(self, path, frame):
+            seen.append(opened[0].frames_decoded)  # how far decoding had got when this row left
+            super().video_frame(path, frame)
+
+    real_init = VideoAnalysis.__init__
+
+    def remember(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(VideoAnalysis, "__init__", remember)
+    monkeypatch.setattr(predict, "Output", Spy)
+    assert main([str(clip), "--csv", "--every", "10"]) == 0
+    assert seen == [1, 11, 21]
+
+
+def test_bad_video_is_reported_and_skipped(tiny_weights, tmp_path, capsys):  # noqa: F811
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    assert main([str(bad), "--csv"]) == 1
+    assert "bad.mp4: error: not a video file" in capsys.readouterr().err
+    assert main([str(bad), "--every", "0"]) == 2
+
+
+def test_explain_writes_one_heat_map_per_face(tiny_weights, tmp_path, capsys):  # noqa: F811
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes((FIXTURES / "astronaut.png").read_bytes())
+    out_dir = tmp_path / "why"
+    assert main([str(photo), "--explain", str(out_dir)]) == 0
+    written = sorted(p.name for p in out_dir.iterdir())
+    assert written == ["astronaut_face1.png"]
+    img = cv2.imread(str(out_dir / written[0]))
+    assert img.shape == (192, 192, 3) and img.std() > 10

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from fer_core import EMOTIONS, tta
+from fer_core.align import expand_box
 from fer_core.annotate import EMOTION_COLORS, draw_faces, rgb_color
 from fer_core.checkpoint import CheckpointError, save_checkpoint
-from fer_core.align import expand_box
 from fer_core.detect import DetectorSettings, iou, suppress_overlaps
 from fer_core.models import ModelConfig, create_model
 from fer_core.pipeline_bench import compose_frame, detectable_faces
