@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench browser-deps
+.PHONY: run test test-fast lint bench browser-deps screenshots
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 	python3 -m venv $(VENV)
@@ -31,3 +31,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m fer_core.bench
+
+# the README's pictures (docs/screenshots/), taken by the browser tests
+screenshots: $(STAMP) browser-deps
+	FER_DOC_SCREENSHOTS=1 $(PY) -m pytest -m "" tests/test_browser_recognition.py tests/test_browser_metrics.py

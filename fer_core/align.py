@@ -38,8 +38,10 @@ def roll_degrees(det: Detection) -> float:
     return angle if abs(angle) <= MAX_ROLL else 0.0
 
 
-def crop_face(gray: np.ndarray, det: Detection, margin: float, size: int, align: bool = True) -> np.ndarray:
-    """uint8 (size, size): the margin-expanded square around the box, rotated upright when ``align``.
+def crop_face(gray: np.ndarray, det: Detection, margin: float, size: int, align: bool = True,
+              lift: float = 0.0) -> np.ndarray:
+    """uint8 (size, size): the margin-expanded square around the box, its centre moved up by
+    ``lift`` of the box's height (along the face's upright axis), rotated upright when ``align``.
 
     Rotation happens at full resolution and the area-averaged resize comes last, as for the
     unaligned crop: FER-2013's faces were downscaled that way, and a warp straight to 48 px
@@ -47,22 +49,22 @@ def crop_face(gray: np.ndarray, det: Detection, margin: float, size: int, align:
     """
     angle = roll_degrees(det) if align else 0.0
     h, w = gray.shape[:2]
-    if abs(angle) < 1.0:  # not worth a warp
-        x, y, bw, bh = expand_box(det.box, margin, w, h)
-        return cv2.resize(gray[y:y + bh, x:x + bw], (size, size), interpolation=cv2.INTER_AREA)
     x, y, bw, bh = det.box
+    if abs(angle) < 1.0:  # not worth a warp
+        x, y, bw, bh = expand_box((x, round(y - lift * bh), bw, bh), margin, w, h)
+        return cv2.resize(gray[y:y + bh, x:x + bw], (size, size), interpolation=cv2.INTER_AREA)
     side = max(bw, bh) * (1 + 2 * margin)
     out = max(1, round(side))
     m = cv2.getRotationMatrix2D((x + bw / 2, y + bh / 2), angle, 1.0)
-    m[:, 2] += out / 2 - np.array([x + bw / 2, y + bh / 2])
+    m[:, 2] += out / 2 - np.array([x + bw / 2, y + bh / 2 - lift * bh])
     upright = cv2.warpAffine(gray, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.resize(upright, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def crop_faces(gray: np.ndarray, detections: list[Detection], margin: float, size: int,
-               align: bool = True) -> np.ndarray:
+               align: bool = True, lift: float = 0.0) -> np.ndarray:
     """uint8 (N, size, size) crops, one per detection."""
     out = np.empty((len(detections), size, size), np.uint8)
     for i, det in enumerate(detections):
-        out[i] = crop_face(gray, det, margin, size, align)
+        out[i] = crop_face(gray, det, margin, size, align, lift)
     return out

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import av
 import numpy as np
@@ -24,18 +25,24 @@ from fer_core.tracking import IoUTracker
 
 WEBCAM_SETTINGS = {
     "haar": DetectorSettings(scale_factor=1.2, min_neighbors=5, min_size=64, max_side=256),
-    "mtcnn": DetectorSettings(min_size=48, max_side=320),
+    "mtcnn": DetectorSettings(min_size=48, max_side=480),
 }
-"""Live-video detector settings: detection dominates the per-frame cost, so it runs on a downscaled
-frame. Haar: measured on 100 FER-2013 faces pasted at 150 px into 640x480, 256 px with a coarser
-pyramid finds the same 73% as 320 px, ~30% faster. MTCNN: at 320 px it finds every face of the
-fixture group photo and 72% of generated-scene faces (76% at 640 px) in a third of the time
-(docs/detection.md)."""
+"""Live-video detector settings: detection dominates the per-frame cost. Haar runs on a downscaled
+frame: measured on 100 FER-2013 faces pasted at 150 px into 640x480, 256 px with a coarser pyramid
+finds the same 73% as 320 px, ~30% faster. MTCNN's cost is set by its smallest face (the pyramid's
+first level), not by the frame: on the fixture group photo panned and JPEG-compressed (quality 25),
+a 48 px floor took 62-67 ms at 320-480 px and 74-83 ms with 40 px, every face found either way;
+480 px keeps the pixels a blurry, compressed webcam face needs (docs/detection.md)."""
 
 DETECT_EVERY = {"haar": 1, "mtcnn": 3}
 """Detect on every Nth frame; the tracker carries the boxes in between (faces move little in a
 tenth of a second). MTCNN costs more than a 30 FPS frame budget on a small CPU, and a stride of 3
 keeps the whole pipeline above 25 FPS (``python -m fer_core.bench --pipeline``)."""
+
+SETTINGS_WIDTH = 640
+"""The frame width the live settings are meant for. A browser lowers a WebRTC stream's resolution
+when its CPU is busy (320x240 is common) and the faces shrink with it, so for narrower frames the
+smallest face shrinks in proportion: what a user sees boxed does not depend on the browser's load."""
 
 HISTORY_ROWS = 2000
 """Rows the queue holds before the oldest are dropped (the page drains it several times a second)."""
@@ -56,6 +63,8 @@ class WebcamProcessor:
         if self.detect_every < 1:
             raise ValueError("detect_every must be >= 1")
         self._carried: list[Detection] = []  # the last detection frame's faces, reused until the next one
+        self.frame_size = (0, 0)  # (width, height) of the latest frame
+        self._sized: tuple[int, DetectorSettings] = (0, self.settings)  # settings for the current frame width
         self.tracker = IoUTracker(smoothing=smoothing, classes=recognizer.classes)
         self.history: queue.Queue[dict] = queue.Queue(maxsize=history_rows)
         self._lock = threading.Lock()
@@ -95,12 +104,14 @@ class WebcamProcessor:
                     self.fps = 1 / dt if self.fps == 0 else 0.9 * self.fps + 0.1 / dt
             self._last = start
             rec = self.recognizer
+            self.frame_size = (bgr.shape[1], bgr.shape[0])
+            settings = self._settings_for(bgr.shape[1])
             if self.frames % self.detect_every == 0:
-                dets, crops = rec.find_faces(bgr, order="bgr", whole=False, settings=self.settings)
+                dets, crops = rec.find_faces(bgr, order="bgr", whole=False, settings=settings)
                 self._carried = dets
             else:  # the tracker carries the boxes: crop this frame where the faces were last found
                 dets = self._carried
-                crops = rec.crops(to_gray(bgr, "bgr"), dets, self.settings)
+                crops = rec.crops(to_gray(bgr, "bgr"), dets, settings)
             faces = self.tracker.update([d.box for d in dets], rec.classify(crops), dets)
             out = draw_faces(bgr, faces, order="bgr")
             t = round(start - self._t0, 3)
@@ -113,6 +124,14 @@ class WebcamProcessor:
             draw_overlay(out, [f"{self.fps:4.1f} FPS  {self.latency_ms:5.1f} ms/frame",
                                f"{len(faces)} face{'s' if len(faces) != 1 else ''}"])
         return out
+
+    def _settings_for(self, width: int) -> DetectorSettings:
+        if width != self._sized[0]:
+            s = self.settings
+            if width < SETTINGS_WIDTH:
+                s = replace(s, min_size=max(12, round(s.min_size * width / SETTINGS_WIDTH)))
+            self._sized = (width, s)
+        return self._sized[1]
 
     def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
         out = self.process(frame.to_ndarray(format="bgr24"))

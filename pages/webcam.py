@@ -82,7 +82,8 @@ else:
             while history and history[0]["t"] < newest - CHART_SECONDS:
                 history.popleft()
         faces_now = sum(1 for r in rows if r["t"] == rows[-1]["t"]) if rows else 0
-        status.markdown(f"**Live:** {proc.fps:.1f} FPS · {proc.latency_ms:.1f} ms per frame · "
+        w, h = proc.frame_size
+        status.markdown(f"**Live:** {proc.fps:.1f} FPS · {w}×{h} · {proc.latency_ms:.1f} ms per frame · "
                         f"{proc.frames} frames processed · {faces_now} face{'s' if faces_now != 1 else ''} "
                         f"in the latest frame")
         if history:

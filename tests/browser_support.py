@@ -22,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts"
+DOC_SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
@@ -33,15 +34,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_y4m(path: Path, frame: np.ndarray | list[np.ndarray], frames: int = 30) -> Path:
+def write_y4m(path: Path, frame: np.ndarray | list[np.ndarray], frames: int = 30, fps: int = 15) -> Path:
     """A looping fake-webcam video (H, W even): one frame repeated ``frames`` times, or a list of
-    frames played once each. Grey frames carry no colour; RGB frames are converted to YUV 4:2:0."""
+    frames played once each, at ``fps``. Grey frames carry no colour; RGB frames are converted to YUV 4:2:0."""
     import cv2
 
     seq = frame if isinstance(frame, list) else [frame] * frames
     h, w = seq[0].shape[:2]
     with open(path, "wb") as fh:
-        fh.write(f"YUV4MPEG2 W{w} H{h} F15:1 Ip A1:1 C420jpeg\n".encode())
+        fh.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for f in seq:
             if f.ndim == 2:
                 chroma = np.full((h // 2) * (w // 2), 128, np.uint8).tobytes()
@@ -109,8 +110,13 @@ def wait_ready(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_ms)
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, doc: str | None = None) -> Path:
+    """A full-page screenshot in tests/artifacts/; with ``FER_DOC_SCREENSHOTS=1`` (``make screenshots``)
+    also the visible part as ``docs/screenshots/<doc>.png``, the README's pictures."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    if doc and os.environ.get("FER_DOC_SCREENSHOTS") == "1":
+        DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOC_SCREENSHOTS / f"{doc}.png"))
     return path

@@ -72,4 +72,4 @@ def test_click_on_heatmap_cell_shows_its_faces(tiny_env: tuple[Path, Path], app_
     # the gallery holds exactly that cell's faces
     gallery = page.locator("[data-testid=stImage] img")
     assert gallery.count() == int(cm[true, pred])
-    screenshot(page, "metrics_cell_click")
+    screenshot(page, "metrics_cell_click", doc="metrics")

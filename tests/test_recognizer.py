@@ -391,3 +391,37 @@ def test_pipeline_bench_times_frames_with_the_faces_it_claims(tiny_weights, real
     table = format_table(rows)
     assert table.startswith("| case | median ms |") and table.count("\n") == len(rows) + 1
     assert "tiny.safetensors" in about
+
+
+def test_webcam_settings_follow_the_frame_width(rec):
+    """A busy browser sends 480x360 or 320x240: the smallest face shrinks with the frame."""
+    proc = WebcamProcessor(rec)
+    full = proc.settings.min_size
+    proc.process(np.full((480, 640, 3), 90, np.uint8))
+    assert proc.frame_size == (640, 480) and proc._settings_for(640).min_size == full
+    proc.process(np.full((240, 320, 3), 90, np.uint8))
+    assert proc.frame_size == (320, 240) and proc._settings_for(320).min_size == round(full / 2)
+    assert proc._settings_for(1280).min_size == full
+
+
+def test_webcam_detects_every_nth_frame_and_carries_the_boxes(tiny_weights):
+    """MTCNN runs on one frame in three; in between, the last boxes are reused on the new frame."""
+    from fer_core.scenes import load_pictures, photo_group
+
+    scene = photo_group(load_pictures(Path(__file__).resolve().parent / "fixtures" / "faces"))
+    bgr = cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)
+    rec = Recognizer(tiny_weights, detector="mtcnn")
+    calls = []
+    real = rec.detector.detect
+
+    def counting(image, settings):
+        calls.append(1)
+        return real(image, settings)
+
+    rec.detector = type("Counting", (), {"name": "mtcnn", "margin": 0.0, "detect": staticmethod(counting)})()
+    proc = WebcamProcessor(rec)
+    assert proc.detect_every == 3
+    for _ in range(6):
+        proc.process(bgr)
+    rows = proc.drain()
+    assert len(calls) == 2 and len(rows) == 30 and {r["track_id"] for r in rows} == {1, 2, 3, 4, 5}
