@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast lint bench browser-deps screenshots
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install -r requirements-dev.txt
 	$(VENV)/bin/pip install --no-deps -r requirements-nodeps.txt
+	$(VENV)/bin/pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -24,13 +25,14 @@ browser-deps:
 
 test: $(STAMP) browser-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "" -ra
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -ra
 
 bench: $(STAMP)
-	$(PY) -m fer_core.bench
+	$(VENV)/bin/fer-bench
 
 # the README's pictures (docs/screenshots/), taken by the browser tests
 screenshots: $(STAMP) browser-deps

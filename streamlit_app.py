@@ -3,7 +3,7 @@ is a thin file in ``pages/`` over ``fer_core``."""
 
 import streamlit as st
 
-from fer_core.app_settings import training_allowed
+from fer_core.runs.app_settings import training_allowed
 
 st.set_page_config(page_title="fer — facial emotion recognition", page_icon="🙂", layout="wide")
 

@@ -12,15 +12,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from fer_core import EMOTIONS
-from fer_core.cleaning import REASONS, CleaningReport, clean_train
-from fer_core.data import DatasetError, Split, available_splits, load_split
-from fer_core.paths import default_data_path
+from fer_core.common.paths import default_data_path
+from fer_core.data.cleaning import REASONS, CleaningReport, clean_train
+from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
 
 SAMPLES_PER_CLASS = 8
 EXAMPLES_SHOWN = 12
 DATA_HELP = ("Point the app at FER-2013: set the environment variable `FER_DATA` to a folder holding "
              "`train/` and `test/` (one sub-folder per emotion) or to the original `fer2013.csv`, e.g. "
-             "`FER_DATA=../shared/fer2013 streamlit run streamlit_app.py`, or type the path above.")
+             "`FER_DATA=/path/to/fer2013 make run`, or type the path above.")
 REASON_TEXT = {"blank": "blank frames (one flat grey level)",
                "duplicate": "pixel-identical copies inside train (the first of each group is kept)",
                "leak": "train images that also appear in a held-out split (would inflate the test score)"}
@@ -39,7 +39,7 @@ def _stamp(path: str) -> tuple[str, int]:
 
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=2)
 def load_all(path: str, stamp: tuple[str, int]) -> dict[str, Split]:
-    """Every split of the source, decoded once per server (and cached on disk by fer_core.data)."""
+    """Every split of the source, decoded once per server (and cached on disk by fer_core.data.dataset)."""
     del stamp  # only part of the cache key
     return {s: load_split(path, s) for s in available_splits(path)}
 

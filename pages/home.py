@@ -5,15 +5,16 @@ from pathlib import Path
 import streamlit as st
 
 from fer_core import EMOTIONS
-from fer_core.active import accurate_weights, active_weights, shipped_models
-from fer_core.app_settings import training_allowed
-from fer_core.model_card import load_card
+from fer_core.models.active import accurate_weights, active_weights, shipped_models
+from fer_core.models.card import load_card
+from fer_core.runs.app_settings import training_allowed
 
 st.title("fer — facial emotion recognition")
 st.markdown(
     "Find every face in a photo, a video or your webcam and read its expression as one of the seven "
-    f"FER-2013 emotions: **{', '.join(EMOTIONS)}**. Faces are found with OpenCV's Haar cascade and "
-    "classified by a convolutional network trained from scratch on FER-2013 (48×48 grey faces), "
+    f"FER-2013 emotions: **{', '.join(EMOTIONS)}**. Faces are found by MTCNN (or, as in the paper, "
+    "OpenCV's Haar cascade), turned upright by their eyes and classified by a convolutional network "
+    "trained from scratch on FER-2013 (48×48 grey faces), "
     "after the paper *Deep Learning-Based Facial Emotion Recognition with Optimized CNN* "
     "(Bodapati et al.), which reached 65% — and much further."
 )

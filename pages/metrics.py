@@ -1,7 +1,7 @@
 """Metrics: the paper's Table 1 and Fig. 3 as a place to explore what a model gets wrong.
 
-Every number comes from ``fer_core.evaluate.Evaluation`` (through the on-disk evaluation
-cache), so the page shows exactly what ``python -m fer_core.evaluate`` prints. Without a
+Every number comes from ``fer_core.evaluation.evaluate.Evaluation`` (through the on-disk evaluation
+cache), so the page shows exactly what ``fer-evaluate`` prints. Without a
 dataset the page falls back to the metrics stored in the model card.
 """
 
@@ -17,20 +17,21 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from fer_core import EMOTIONS
-from fer_core.active import accurate_weights, shipped_models
-from fer_core.calibration import reliability
-from fer_core.checkpoint import CheckpointError
-from fer_core.data import DatasetError, Split, available_splits, load_split
-from fer_core.eval_cache import cached_evaluate, weights_hash
-from fer_core.evaluate import Evaluation
-from fer_core.model_card import load_card
-from fer_core.paths import default_data_path, runs_dir
+from fer_core.common.paths import default_data_path, runs_dir
+from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
+from fer_core.evaluation.cache import cached_evaluate, weights_hash
+from fer_core.evaluation.calibration import reliability
+from fer_core.evaluation.evaluate import Evaluation
+from fer_core.models.active import accurate_weights, shipped_models
+from fer_core.models.card import load_card
+from fer_core.models.checkpoint import CheckpointError
+from fer_core.training.history import read_history
 
 GALLERY_PAGE = 48
 CHART_KEY = "cm_chart"
 DATA_HELP = ("Point the app at FER-2013: set the environment variable `FER_DATA` to a folder holding "
              "`train/` and `test/` (one sub-folder per emotion) or to the original `fer2013.csv`, e.g. "
-             "`FER_DATA=../shared/fer2013 streamlit run streamlit_app.py`, or type the path in *Dataset* above.")
+             "`FER_DATA=/path/to/fer2013 make run`, or type the path in *Dataset* above.")
 
 
 # --------------------------------------------------------------------------- choices
@@ -240,15 +241,11 @@ def show_calibration(ev: Evaluation) -> None:
 
 def show_training(weights: Path, card: dict | None) -> None:
     run = weights.parent
-    history = run / "history.csv"
-    if weights.name == "model.safetensors" and history.is_file():
-        try:
-            df = pd.read_csv(history)
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
-            st.warning(f"Could not read {history}: {exc}")
-            df = None
+    rows = read_history(run) if weights.name == "model.safetensors" else []
+    if rows:
+        df = pd.DataFrame(rows)
         needed = {"epoch", "train_loss", "val_loss", "train_acc", "val_acc"}
-        if df is not None and needed <= set(df.columns) and len(df):
+        if needed <= set(df.columns):
             c1, c2 = st.columns(2)
             for col, what in ((c1, "loss"), (c2, "acc")):
                 fig = go.Figure([go.Scatter(x=df["epoch"], y=df[f"{s}_{what}"], mode="lines+markers", name=s)
@@ -256,8 +253,8 @@ def show_training(weights: Path, card: dict | None) -> None:
                 fig.update_layout(title="loss" if what == "loss" else "accuracy", xaxis_title="epoch",
                                   height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10})
                 col.plotly_chart(fig, width="stretch")
-        elif df is not None:
-            st.warning(f"{history} lacks the columns {', '.join(sorted(needed))}.")
+        else:
+            st.warning(f"{run / 'history.csv'} lacks the columns {', '.join(sorted(needed))}.")
         try:
             config = json.loads((run / "config.json").read_text())
             st.caption(f"Run folder `{run}` — its config (click to expand):")
@@ -299,7 +296,7 @@ def show_stored(card: dict | None, weights: Path) -> None:
 
 st.title("Metrics")
 st.caption("Accuracy, the per-class report, the confusion matrix and calibration of any model, on any split "
-           "— the same numbers `python -m fer_core.evaluate` prints.")
+           "— the same numbers `fer-evaluate` prints.")
 
 choices = model_choices()
 c1, c2, c3, c4 = st.columns([3, 3, 1, 1.2], vertical_alignment="bottom")

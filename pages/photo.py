@@ -4,12 +4,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from fer_core.active import model_choices
-from fer_core.annotate import EMOTION_COLORS, draw_faces
-from fer_core.checkpoint import CheckpointError
-from fer_core.detect import DetectorSettings, available_detectors, to_gray
-from fer_core.imageio import IMAGE_TYPES, MAX_PIXELS, ImageError, decode_image, encode_png
-from fer_core.recognizer import Recognizer
+from fer_core.models.active import model_choices
+from fer_core.models.checkpoint import CheckpointError
+from fer_core.recognition.annotate import EMOTION_COLORS, draw_faces
+from fer_core.recognition.detect import DetectorSettings, available_detectors, to_gray
+from fer_core.recognition.imageio import IMAGE_TYPES, MAX_PIXELS, ImageError, decode_image, encode_png
+from fer_core.recognition.recognizer import Recognizer
 
 st.title("Photo")
 st.markdown("Upload one or more photos: every face found is boxed and labelled with its most likely emotion, "
@@ -107,7 +107,7 @@ for index, upload in enumerate(files):
         fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
         right.plotly_chart(fig, key=f"bars_{index}")
         if explain:
-            from fer_core.explain import EXPLAINED, explainer_for, gradcam, overlay
+            from fer_core.recognition.explain import EXPLAINED, explainer_for, gradcam, overlay
 
             crops = rec.crops(to_gray(decoded.rgb, "rgb"), [f.detection for f in faces], settings)
             maps, _ = gradcam(explainer_for(rec.weights), crops, [rec.classes.index(f.label) for f in faces])

@@ -1,6 +1,6 @@
 """Optimizer study: the paper's optimizer × learning-rate experiment, as this project ran it.
 
-Shows any study folder written by ``python -m fer_core.study`` (the shipped one in
+Shows any study folder written by ``fer-study`` (the shipped one in
 ``reports/study`` by default, or any under the runs directory): the grid as a heatmap of
 validation and test accuracy, the winner chosen on validation, and the full table.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fer_core.paths import PROJECT_ROOT, runs_dir
-from fer_core.study import heatmap_figure, load_study, winner
+from fer_core.common.paths import PROJECT_ROOT, runs_dir
+from fer_core.training.study import heatmap_figure, load_study, winner
 
 SHIPPED = PROJECT_ROOT / "reports" / "study"
 PAPER_CLAIM = "AMSGrad with learning rate 0.01"
@@ -43,7 +43,7 @@ options = [str(p) for p in studies] + ["another folder…"]
 choice = st.selectbox("Study folder", options, key="study")
 folder = st.text_input("Path to a study folder", key="study-path") if choice == "another folder…" else choice
 if not folder:
-    st.info("Run one with `python -m fer_core.study --out DIR …` and give its folder here.")
+    st.info("Run one with `fer-study --out DIR …` and give its folder here.")
     st.stop()
 try:
     meta, cells = load_study(Path(folder.strip()))

@@ -1,6 +1,6 @@
 """Training: launch a run in the background, watch it live, resume a stopped one, compare runs, promote one.
 
-The page never trains anything itself: ``fer_core.runs`` starts a detached worker process
+The page never trains anything itself: ``fer_core.runs.manager`` starts a detached worker process
 and this page only reads run folders, so it stays responsive and a run survives the tab.
 """
 
@@ -15,12 +15,12 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from fer_core.active import DEFAULT_WEIGHTS, accurate_weights, active_weights
-from fer_core.app_settings import AppSettings, SettingsError, load_settings
-from fer_core.checkpoint import CheckpointError
-from fer_core.models import describe, single_models
-from fer_core.paths import default_data_path
-from fer_core.runs import (
+from fer_core.common.paths import default_data_path
+from fer_core.models.active import DEFAULT_WEIGHTS, accurate_weights, active_weights
+from fer_core.models.checkpoint import CheckpointError
+from fer_core.models.zoo import describe, single_models
+from fer_core.runs.app_settings import AppSettings, SettingsError, load_settings
+from fer_core.runs.manager import (
     ACTIVE_STATES,
     Run,
     RunError,
@@ -36,7 +36,7 @@ from fer_core.runs import (
     resume_run,
     start_run,
 )
-from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
+from fer_core.training.loop import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
 
 REFRESH_S = 1.5
 LR_PRESETS = ["0.1", "0.01", "0.001", "0.0001"]  # the paper's grid

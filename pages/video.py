@@ -4,11 +4,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from fer_core.annotate import EMOTION_COLORS
-from fer_core.checkpoint import CheckpointError
-from fer_core.detect import DetectorSettings, available_detectors
-from fer_core.recognizer import Recognizer
-from fer_core.video import MAX_SECONDS, VIDEO_TYPES, VideoError, analyse_video
+from fer_core.models.checkpoint import CheckpointError
+from fer_core.recognition.annotate import EMOTION_COLORS
+from fer_core.recognition.detect import DetectorSettings, available_detectors
+from fer_core.recognition.recognizer import Recognizer
+from fer_core.recognition.video import MAX_SECONDS, VIDEO_TYPES, VideoError, analyse_video
 
 st.title("Video")
 st.markdown("Upload a short clip: every Nth frame is analysed, faces are followed from frame to frame, and each "

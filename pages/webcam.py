@@ -1,6 +1,6 @@
 """Webcam: live emotion recognition in the browser over WebRTC (streamlit-webrtc).
 
-The browser sends camera frames to this server; ``fer_core.webcam.WebcamProcessor``
+The browser sends camera frames to this server; ``fer_core.recognition.webcam.WebcamProcessor``
 annotates each one in streamlit-webrtc's worker thread and sends it back. Frames exist
 only in memory. With no ICE servers configured the connection is direct, which works on
 localhost and offline; set STUN/TURN servers in ``.streamlit/secrets.toml`` (``ice_servers``)
@@ -15,11 +15,11 @@ import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from fer_core.annotate import EMOTION_COLORS
-from fer_core.checkpoint import CheckpointError
-from fer_core.detect import available_detectors
-from fer_core.recognizer import Recognizer
-from fer_core.webcam import WebcamProcessor, ice_servers
+from fer_core.models.checkpoint import CheckpointError
+from fer_core.recognition.annotate import EMOTION_COLORS
+from fer_core.recognition.detect import available_detectors
+from fer_core.recognition.recognizer import Recognizer
+from fer_core.recognition.webcam import WebcamProcessor, ice_servers
 
 CHART_SECONDS = 30.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fer_core import bench
+from fer_core.evaluation import bench
 
 
 def test_bench_table_for_the_tiny_model(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

@@ -11,10 +11,10 @@ import torch
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from fer_core import EMOTIONS
-from fer_core.checkpoint import load_checkpoint, save_checkpoint
-from fer_core.data import load_split
-from fer_core.evaluate import evaluate
-from fer_core.models import ModelConfig, create_model
+from fer_core.data.dataset import load_split
+from fer_core.evaluation.evaluate import evaluate
+from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.models.zoo import ModelConfig, create_model
 from tests.browser_support import screenshot, wait_ready
 from tests.conftest import write_folder_dataset
 
@@ -72,4 +72,4 @@ def test_click_on_heatmap_cell_shows_its_faces(tiny_env: tuple[Path, Path], app_
     # the gallery holds exactly that cell's faces
     gallery = page.locator("[data-testid=stImage] img")
     assert gallery.count() == int(cm[true, pred])
-    screenshot(page, "metrics_cell_click", doc="metrics")
+    screenshot(page, "metrics_cell_click")

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from fer_core.pipeline_bench import compose_frame
-from fer_core.webcam import WEBCAM_SETTINGS
+from fer_core.recognition.pipeline_bench import compose_frame
+from fer_core.recognition.webcam import WEBCAM_SETTINGS
 from tests.browser_support import screenshot, wait_ready, write_y4m
 from tests.test_detect import FIXTURES
 from tests.test_recognizer import real_layout, tiny_weights  # noqa: F401  (fixture)
@@ -69,7 +69,7 @@ def real_scene_camera(tmp_path: Path) -> int:
     """The fake camera pans across a 800x560 group photo of five real faces (the fixture portraits,
     tilted and mirrored) through a 640x480 window, 100 px right and 50 px down and back; returns
     how many faces stay in view all along."""
-    from fer_core.scenes import load_pictures, photo_group
+    from fer_core.recognition.scenes import load_pictures, photo_group
 
     scene = photo_group(load_pictures(FIXTURES), shape=(560, 800))
     frames = [scene.image[y:y + 480, x:x + 640] for x, y in
@@ -82,7 +82,7 @@ def real_scene_camera(tmp_path: Path) -> int:
 def test_real_faces_in_a_photo_and_on_the_webcam(real_scene_camera, app_url, chromium, tmp_path):
     """With the default detector and the shipped models, the Photo page labels and explains every
     real face of the group photo, and the live page boxes the real faces the camera shows."""
-    from fer_core.scenes import load_pictures, photo_group
+    from fer_core.recognition.scenes import load_pictures, photo_group
 
     assert real_scene_camera == 4
     context = chromium.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera"])

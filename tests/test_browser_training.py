@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_core import runs
+from fer_core.runs import manager as runs
 from tests.browser_support import screenshot, wait_ready
 from tests.conftest import write_folder_dataset
 
@@ -50,7 +50,7 @@ def test_start_watch_and_cancel_a_run(tiny_env: Path, app_url: str, chromium) ->
         lock = runs.read_lock()
         assert lock and runs.pid_alive(lock["pid"])
         time.sleep(2)  # let a few refreshes of the live curves land
-        screenshot(page, "training-running")
+        screenshot(page, "training-running", doc="training")
         page.get_by_role("button", name="Cancel this run").click()
         page.get_by_text(re.compile(r"ended: cancelled")).first.wait_for(timeout=60_000)
         wait_ready(page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_core.calibration import reliability
+from fer_core.evaluation.calibration import reliability
 
 
 def probs_with_confidence(conf: list[float], pred: list[int], classes: int = 7) -> np.ndarray:

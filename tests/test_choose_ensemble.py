@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from fer_core import checkpoint, choose_ensemble, models, ship
-from fer_core.checkpoint import load_checkpoint, round_to_storage, stored_bytes
-from fer_core.evaluate import evaluate
-from fer_core.training import TrainConfig, train
+from fer_core.evaluation.evaluate import evaluate
+from fer_core.models import checkpoint
+from fer_core.models import zoo as models
+from fer_core.models.checkpoint import load_checkpoint, round_to_storage, stored_bytes
+from fer_core.runs import ship
+from fer_core.tools import choose_ensemble
+from fer_core.training.loop import TrainConfig, train
 from tests.conftest import write_folder_dataset
 
 
@@ -77,7 +80,7 @@ def test_the_command_line_names_the_winner_and_its_ship_command(runs, tiny_pair,
     assert choose_ensemble.main([str(a), str(b), "--data", str(data)]) == 0
     best = choose_ensemble.candidates([a, b], str(data))[0]
     out = capsys.readouterr().out
-    assert f"python -m fer_core.ship {' '.join(map(str, best.runs))} --name accurate" in out
+    assert f"python -m fer_core.runs.ship {' '.join(map(str, best.runs))} --name accurate" in out
 
 
 def test_runs_validated_on_different_slices_are_refused(runs, tmp_path: Path, capsys) -> None:

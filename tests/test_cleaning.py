@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fer_core.cleaning import clean_train
-from fer_core.data import Split
+from fer_core.data.cleaning import clean_train
+from fer_core.data.dataset import Split
 
 
 def _split(images: torch.Tensor, labels: list[int], name: str) -> Split:
@@ -40,7 +40,7 @@ def test_clean_data_is_untouched() -> None:
 
 
 def test_without_copies_in_drops_exactly_the_faces_seen_in_the_reference() -> None:
-    from fer_core.cleaning import without_copies_in
+    from fer_core.data.cleaning import without_copies_in
 
     g = torch.Generator().manual_seed(2)
     test_imgs = torch.randint(0, 256, (6, 1, 48, 48), generator=g, dtype=torch.uint8)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fer_core import EMOTIONS
-from fer_core.data import (
+from fer_core.data.dataset import (
     DatasetError,
     available_splits,
     load_split,
@@ -66,7 +66,7 @@ def test_second_load_comes_from_the_cache(folder_data: Path, monkeypatch: pytest
     def no_decoding(*_args: object) -> None:
         raise AssertionError("the cached split was decoded again")
 
-    monkeypatch.setattr("fer_core.data._load_folder_split", no_decoding)
+    monkeypatch.setattr("fer_core.data.dataset._load_folder_split", no_decoding)
     t0 = time.perf_counter()
     again = load_split(folder_data, "train")
     assert time.perf_counter() - t0 < 2.0

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_core import detect
-from fer_core.align import crop_face, roll_degrees
-from fer_core.detect import (
+from fer_core.recognition import detect
+from fer_core.recognition.align import crop_face, roll_degrees
+from fer_core.recognition.detect import (
     DEFAULT_DETECTOR,
     DETECTORS,
     Detection,
@@ -22,7 +22,7 @@ from fer_core.detect import (
     get_detector,
     to_gray,
 )
-from fer_core.scenes import load_pictures, photo_group, score_detections
+from fer_core.recognition.scenes import load_pictures, photo_group, score_detections
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "faces"
 
@@ -158,7 +158,7 @@ def test_recall_on_generated_scenes_of_fer_faces(real_data):
     The learned detector finds far more of them than the paper's cascade, with almost no false
     boxes (docs/detection.md: 76% vs 48%, 1 vs 19 false boxes on 240 faces). The faces it misses
     are FER-2013 crops that cut part of the face away, which no whole-face detector recognises."""
-    from fer_core.detection_report import generated_scenes, test_faces
+    from fer_core.recognition.detection_report import generated_scenes, test_faces
 
     faces = [f for f, _ in test_faces(real_data / "test", 80)]
     scenes = generated_scenes(faces)

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from fer_core import EMOTIONS
-from fer_core.checkpoint import load_checkpoint, save_checkpoint
-from fer_core.data import load_split
-from fer_core.distill import blended_targets, teacher_probs
-from fer_core.evaluate import predict_probs
-from fer_core.models import ModelConfig, create_model
-from fer_core.resume import STATE_FILE
-from fer_core.training import TrainingError, resume, train
+from fer_core.data.dataset import load_split
+from fer_core.evaluation.evaluate import predict_probs
+from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.models.zoo import ModelConfig, create_model
+from fer_core.training.distill import blended_targets, teacher_probs
+from fer_core.training.loop import TrainingError, resume, train
+from fer_core.training.resume import STATE_FILE
 from tests.conftest import QUIET
 from tests.test_resume import _rows, _stop_after_epochs
 from tests.test_training import _cfg
@@ -42,7 +42,7 @@ def test_teacher_answers_are_its_probabilities_averaged_with_the_mirror(data: Pa
     images = (torch.rand(5, 1, 48, 48) * 255).to(torch.uint8)
     soft = teacher_probs(teacher, images, torch.device("cpu"), "fp32", batch_size=2)
     model, _ = load_checkpoint(teacher)
-    plain, mirror = predict_probs(model, images), predict_probs(model, images.flip(3))
+    plain, mirror = (predict_probs(model, x, precision="fp32") for x in (images, images.flip(3)))
     assert soft.shape == (5, 7)
     assert torch.allclose(soft, torch.from_numpy((plain + mirror) / 2), atol=1e-5)
     assert torch.allclose(teacher_probs(teacher, images.flip(3), torch.device("cpu"), "fp32"), soft, atol=1e-5)

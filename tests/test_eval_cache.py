@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fer_core.data import load_split
-from fer_core.eval_cache import cache_path, cached_evaluate, weights_hash
-from fer_core.evaluate import evaluate
-from fer_core.models import ModelConfig, create_model
-from fer_core.paths import cache_dir
+from fer_core.common.paths import cache_dir
+from fer_core.data.dataset import load_split
+from fer_core.evaluation.cache import cache_path, cached_evaluate, weights_hash
+from fer_core.evaluation.evaluate import evaluate
+from fer_core.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fer_core.models.zoo import ModelConfig, create_model
 from tests.conftest import write_folder_dataset
 
 

@@ -1,4 +1,4 @@
-"""Grad-CAM per face (fer_core.explain).
+"""Grad-CAM per face (fer_core.recognition.explain).
 
 Where the map must move with the face, a hand-built network whose features are translation
 equivariant is used: the plumbing (layer choice, axis order, upsampling, ensemble averaging)
@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from fer_core import IMAGE_SIZE
-from fer_core.explain import EXPLAINED, explainer_for, gradcam, last_conv, overlay
-from fer_core.models import Ensemble, create_model
-from fer_core.paths import WEIGHTS_DIR
+from fer_core.common.paths import WEIGHTS_DIR
+from fer_core.models.zoo import Ensemble, create_model
+from fer_core.recognition.explain import EXPLAINED, explainer_for, gradcam, last_conv, overlay
 
 FAST = WEIGHTS_DIR / "model.safetensors"
 ACCURATE = WEIGHTS_DIR / "accurate.safetensors"

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fer_core import gpu_batch
-from fer_core.checkpoint import load_checkpoint
+from fer_core.models.checkpoint import load_checkpoint
+from fer_core.tools import gpu_batch
 from tests.conftest import write_folder_dataset
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_core.imageio import MAX_PIXELS, ImageError, decode_image, encode_png
+from fer_core.recognition.imageio import MAX_PIXELS, ImageError, decode_image, encode_png
 
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:

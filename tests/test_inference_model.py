@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fer_core.device import autocast
-from fer_core.inference_model import CHUNK, StridedMaxPool2x2, for_inference
-from fer_core.models import create_model, single_models
+from fer_core.common.device import autocast
+from fer_core.models.inference import CHUNK, StridedMaxPool2x2, for_inference
+from fer_core.models.zoo import create_model, single_models
 
 
 def _trained_looking(model: nn.Module) -> nn.Module:

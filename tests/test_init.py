@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_core.checkpoint import load_checkpoint
-from fer_core.eval_cache import weights_hash
-from fer_core.training import train
+from fer_core.evaluation.cache import weights_hash
+from fer_core.models.checkpoint import load_checkpoint
+from fer_core.training.loop import train
 from tests.conftest import QUIET
 from tests.test_training import _cfg
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fer_core.models import ModelConfig, count_macs, count_params, create_model, describe, list_models
+from fer_core.models.zoo import ModelConfig, count_macs, count_params, create_model, describe, list_models
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -44,8 +44,8 @@ def test_model_config_refuses_unknown_arch() -> None:
 @pytest.mark.parametrize(("archs", "ensemble"), [(("fernet_s", "fernet_s"), "fernet_s_x2"),
                                                   (("fernet_m", "fernet_s"), "fernet_ms")])
 def test_runs_ship_as_an_ensemble_that_averages_probabilities(tmp_path, archs, ensemble) -> None:
-    from fer_core.checkpoint import load_checkpoint, save_checkpoint
-    from fer_core.ship import build_model
+    from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
+    from fer_core.runs.ship import build_model
 
     members = []
     for seed, arch in enumerate(archs):
@@ -64,8 +64,8 @@ def test_runs_ship_as_an_ensemble_that_averages_probabilities(tmp_path, archs, e
 
 
 def test_runs_that_make_no_registered_ensemble_are_refused(tmp_path) -> None:
-    from fer_core.checkpoint import save_checkpoint
-    from fer_core.ship import build_model
+    from fer_core.models.checkpoint import save_checkpoint
+    from fer_core.runs.ship import build_model
 
     for i, arch in enumerate(("paper", "fernet_s")):
         save_checkpoint(create_model(arch), ModelConfig(arch), tmp_path / f"run{i}" / "model.safetensors")
@@ -76,8 +76,8 @@ def test_runs_that_make_no_registered_ensemble_are_refused(tmp_path) -> None:
 def test_every_registered_ensemble_fits_a_shipped_file() -> None:
     """choose_ensemble only offers what can ship, but a registered name that can never ship would
     still be offered to ``ship`` and the app; each must fit weights/'s limit in some storage."""
-    from fer_core.checkpoint import SHIPPED_FILE_LIMIT, stored_bytes
-    from fer_core.models import ENSEMBLES
+    from fer_core.models.checkpoint import SHIPPED_FILE_LIMIT, stored_bytes
+    from fer_core.models.zoo import ENSEMBLES
 
     member_bytes = {a: stored_bytes(create_model(a), "int8") for a in {m for ms in ENSEMBLES.values() for m in ms}}
     too_big = {name: sum(member_bytes[m] for m in members) for name, members in ENSEMBLES.items()

@@ -6,9 +6,9 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from fer_core.data import Split
-from fer_core.pack import main, pack_clean_train
-from fer_core.training import TrainConfig, prepare_data
+from fer_core.data.dataset import Split
+from fer_core.tools.pack import main, pack_clean_train
+from fer_core.training.loop import TrainConfig, prepare_data
 
 
 def _hashes(data: Path) -> tuple[str, str, int]:
@@ -35,13 +35,13 @@ def test_folder_pack_leaves_out_test_copies_and_keeps_the_validation_slice(folde
     naive = tmp_path / "naive"
     shutil.copytree(folder_data / "train", naive / "train")
     assert _hashes(naive) != _hashes(folder_data)
-    assert "fer_core.pack" in prepare_data(TrainConfig(data=str(naive))).cleaning.format()
-    assert "fer_core.pack" not in prepare_data(TrainConfig(data=str(folder_data))).cleaning.format()
+    assert "fer_core.tools.pack" in prepare_data(TrainConfig(data=str(naive))).cleaning.format()
+    assert "fer_core.tools.pack" not in prepare_data(TrainConfig(data=str(folder_data))).cleaning.format()
 
 
 def test_csv_pack_carries_the_same_faces_and_its_validation_split_as_lossless_pngs(csv_data: Path,
                                                                                   tmp_path: Path) -> None:
-    from fer_core.cleaning import image_hashes
+    from fer_core.data.cleaning import image_hashes
 
     assert main(["--data", str(csv_data), "--out", str(tmp_path / "p.zip")]) == 0
     unpacked = _unpack(tmp_path / "p.zip", tmp_path / "remote")

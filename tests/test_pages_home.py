@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from fer_core.checkpoint import save_checkpoint
-from fer_core.models import ModelConfig, create_model
-from fer_core.paths import WEIGHTS_DIR
+from fer_core.common.paths import WEIGHTS_DIR
+from fer_core.models.checkpoint import save_checkpoint
+from fer_core.models.zoo import ModelConfig, create_model
 
 
 def _run() -> AppTest:

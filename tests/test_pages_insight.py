@@ -11,11 +11,11 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from fer_core import EMOTIONS
-from fer_core.checkpoint import load_checkpoint, save_checkpoint
-from fer_core.cleaning import clean_train
-from fer_core.data import load_split
-from fer_core.evaluate import evaluate
-from fer_core.models import ModelConfig, create_model
+from fer_core.data.cleaning import clean_train
+from fer_core.data.dataset import load_split
+from fer_core.evaluation.evaluate import evaluate
+from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.models.zoo import ModelConfig, create_model
 from tests.conftest import write_folder_dataset
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
@@ -106,7 +106,7 @@ def test_metrics_uses_the_disk_cache_the_second_time(tiny_model: Path, tiny_data
     monkeypatch.setenv("FER_WEIGHTS", str(tiny_model))
     monkeypatch.setenv("FER_DATA", str(tiny_data))
     run_page("metrics.py")
-    from fer_core.paths import cache_dir
+    from fer_core.common.paths import cache_dir
 
     assert len(list((cache_dir() / "evals").glob("*.npz"))) == 1
 
@@ -139,7 +139,7 @@ def test_metrics_bad_weights_is_a_clear_error(tmp_path: Path, tiny_data: Path, m
 
 
 def test_metrics_lists_finished_runs_with_curves(tiny_model: Path, tiny_data: Path, monkeypatch) -> None:
-    from fer_core.paths import runs_dir
+    from fer_core.common.paths import runs_dir
 
     run = runs_dir() / "20260101-tiny"
     run.mkdir(parents=True)
@@ -206,11 +206,11 @@ def test_dataset_page_reads_fer2013_csv(csv_data: Path, monkeypatch) -> None:
 @pytest.mark.data
 @pytest.mark.slow
 def test_metrics_on_real_data_matches_the_cli(real_data: Path, tmp_path: Path, monkeypatch) -> None:
-    """The visitor's view of the shipped model equals ``python -m fer_core.evaluate --json``."""
+    """The visitor's view of the shipped model equals ``python -m fer_core.evaluation.evaluate --json``."""
     import os
 
-    from fer_core.active import DEFAULT_WEIGHTS
-    from fer_core.evaluate import main
+    from fer_core.evaluation.evaluate import main
+    from fer_core.models.active import DEFAULT_WEIGHTS
 
     weights = Path(os.environ.get("FER_TEST_WEIGHTS") or DEFAULT_WEIGHTS)
     if not weights.is_file():

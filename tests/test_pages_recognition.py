@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from fer_core.pipeline_bench import compose_frame
-from fer_core.scenes import score_detections
-from fer_core.video import write_test_video
+from fer_core.recognition.pipeline_bench import compose_frame
+from fer_core.recognition.scenes import score_detections
+from fer_core.recognition.video import write_test_video
 from tests.conftest import make_face
 from tests.test_recognizer import real_layout, tiny_weights  # noqa: F401  (fixture)
 
@@ -104,7 +104,7 @@ def test_photo_page_labels_every_face_of_a_group_photo(tiny_weights, real_data):
 
 
 def _group_photo():
-    from fer_core.scenes import load_pictures, photo_group
+    from fer_core.recognition.scenes import load_pictures, photo_group
 
     scene = photo_group(load_pictures(FIXTURES))
     return _png(cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)), scene.boxes
@@ -178,7 +178,7 @@ def test_video_page_charts_each_tracked_face(tiny_weights, real_data, tmp_path):
 
 
 def test_video_page_follows_real_faces_with_the_chosen_detector(tiny_weights, tmp_path):  # noqa: F811
-    from fer_core.scenes import load_pictures, photo_group
+    from fer_core.recognition.scenes import load_pictures, photo_group
 
     scene = photo_group(load_pictures(FIXTURES))
     path = tmp_path / "group.mp4"

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from fer_core import runs
-from fer_core.active import DEFAULT_WEIGHTS, active_weights
-from fer_core.paths import runs_dir
-from fer_core.resume import STATE_FILE
-from fer_core.study import Cell, StudyConfig, write_summary
-from fer_core.training import TrainConfig
+from fer_core.common.paths import runs_dir
+from fer_core.models.active import DEFAULT_WEIGHTS, active_weights
+from fer_core.runs import manager as runs
+from fer_core.training.loop import TrainConfig
+from fer_core.training.resume import STATE_FILE
+from fer_core.training.study import Cell, StudyConfig, write_summary
 from tests.conftest import write_folder_dataset
 from tests.test_runs import dead_pid, fake_run
 

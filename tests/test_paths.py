@@ -1,4 +1,4 @@
-"""Where the data is looked for: FER_DATA, else data/fer2013, else the development copy beside the checkout."""
+"""Where the data is looked for: FER_DATA, else data/fer2013 in the project, and nowhere else."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_core import paths
+from fer_core.common import paths
 
 
 def test_configured_path_wins_even_before_it_exists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -14,12 +14,8 @@ def test_configured_path_wins_even_before_it_exists(monkeypatch: pytest.MonkeyPa
     assert paths.default_data_path() == tmp_path / "mine"
 
 
-def test_project_data_then_development_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_project_data_and_no_guessing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("FER_DATA", raising=False)
     monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path / "project")
-    monkeypatch.setattr(paths, "DEV_DATA", tmp_path / "shared")
-    assert paths.default_data_path() == tmp_path / "project" / "data" / "fer2013"  # neither exists
-    (tmp_path / "shared").mkdir()
-    assert paths.default_data_path() == tmp_path / "shared"
-    (tmp_path / "project" / "data" / "fer2013").mkdir(parents=True)
+    (tmp_path / "shared" / "fer2013").mkdir(parents=True)  # a copy beside the checkout is not used
     assert paths.default_data_path() == tmp_path / "project" / "data" / "fer2013"

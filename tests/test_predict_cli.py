@@ -1,4 +1,4 @@
-"""``python -m fer_core.predict``: text, JSON and CSV output, folders in batches, bad files reported."""
+"""``python -m fer_core.recognition.predict``: text, JSON and CSV output, folders in batches, bad files reported."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from fer_core import EMOTIONS
-from fer_core.pipeline_bench import compose_frame
-from fer_core.predict import main
-from fer_core.recognizer import Recognizer
+from fer_core.recognition.pipeline_bench import compose_frame
+from fer_core.recognition.predict import main
+from fer_core.recognition.recognizer import Recognizer
 from tests.conftest import make_face
 from tests.test_recognizer import real_layout, tiny_weights  # noqa: F401  (fixture)
 
@@ -93,7 +93,7 @@ def test_detects_faces_in_a_composed_photo(tiny_weights, real_data, tmp_path, ca
 
 
 def test_runs_as_a_module(tiny_weights, folder):  # noqa: F811
-    proc = subprocess.run([sys.executable, "-m", "fer_core.predict", str(folder / "face_1.png")], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "fer_core.recognition.predict", str(folder / "face_1.png")], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "face_1.png: face 1 at (0, 0, 48, 48):" in proc.stdout
@@ -103,7 +103,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "faces"
 
 
 def _group_scene():
-    from fer_core.scenes import load_pictures, photo_group
+    from fer_core.recognition.scenes import load_pictures, photo_group
 
     return photo_group(load_pictures(FIXTURES))
 
@@ -124,7 +124,7 @@ def test_detector_choice_is_recorded(tiny_weights, tmp_path, capsys):  # noqa: F
 
 
 def test_video_streams_one_row_per_face_per_analysed_frame(tiny_weights, tmp_path, capsys):  # noqa: F811
-    from fer_core.video import write_test_video
+    from fer_core.recognition.video import write_test_video
 
     scene = _group_scene()
     clip = tmp_path / "clip.mp4"
@@ -146,8 +146,8 @@ def test_video_streams_one_row_per_face_per_analysed_frame(tiny_weights, tmp_pat
 
 def test_video_rows_stream_before_the_clip_ends(tiny_weights, tmp_path, monkeypatch):  # noqa: F811
     """Rows leave as frames are analysed: nothing accumulates, however long the clip."""
-    from fer_core import predict
-    from fer_core.video import VideoAnalysis, write_test_video
+    from fer_core.recognition import predict
+    from fer_core.recognition.video import VideoAnalysis, write_test_video
 
     clip = tmp_path / "long.mp4"
     write_test_video(clip, [np.full((96, 128), 60 + i, np.uint8) for i in range(30)], codec="mpeg4")

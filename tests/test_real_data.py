@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fer_core.cleaning import clean_train
-from fer_core.data import Split, load_split
+from fer_core.data.cleaning import clean_train
+from fer_core.data.dataset import Split, load_split
 
 pytestmark = pytest.mark.data
 

@@ -14,17 +14,18 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_core import EMOTIONS, tta
-from fer_core.align import expand_box
-from fer_core.annotate import EMOTION_COLORS, draw_faces, rgb_color
-from fer_core.checkpoint import CheckpointError, save_checkpoint
-from fer_core.detect import DetectorSettings, iou, suppress_overlaps
-from fer_core.models import ModelConfig, create_model
-from fer_core.pipeline_bench import compose_frame, detectable_faces
-from fer_core.recognizer import Face, Recognizer
-from fer_core.tracking import IoUTracker
-from fer_core.video import VideoError, analyse_video, write_test_video
-from fer_core.webcam import WEBCAM_SETTINGS, WebcamProcessor, ice_servers
+from fer_core import EMOTIONS
+from fer_core.evaluation import tta
+from fer_core.models.checkpoint import CheckpointError, save_checkpoint
+from fer_core.models.zoo import ModelConfig, create_model
+from fer_core.recognition.align import expand_box
+from fer_core.recognition.annotate import EMOTION_COLORS, draw_faces, rgb_color
+from fer_core.recognition.detect import DetectorSettings, iou, suppress_overlaps
+from fer_core.recognition.pipeline_bench import compose_frame, detectable_faces
+from fer_core.recognition.recognizer import Face, Recognizer
+from fer_core.recognition.tracking import IoUTracker
+from fer_core.recognition.video import VideoError, analyse_video, write_test_video
+from fer_core.recognition.webcam import WEBCAM_SETTINGS, WebcamProcessor, ice_servers
 from tests.conftest import make_face
 
 
@@ -381,7 +382,7 @@ def test_video_tracks_moving_faces(rec, real_data, tmp_path):
 
 @pytest.mark.data
 def test_pipeline_bench_times_frames_with_the_faces_it_claims(tiny_weights, real_data, monkeypatch):
-    from fer_core.pipeline_bench import format_table, run
+    from fer_core.recognition.pipeline_bench import format_table, run
 
     monkeypatch.setenv("FER_TEST_DATA", str(real_data))
     rows, about = run(tiny_weights, seconds=0.05)
@@ -406,7 +407,7 @@ def test_webcam_settings_follow_the_frame_width(rec):
 
 def test_webcam_detects_every_nth_frame_and_carries_the_boxes(tiny_weights):
     """MTCNN runs on one frame in three; in between, the last boxes are reused on the new frame."""
-    from fer_core.scenes import load_pictures, photo_group
+    from fer_core.recognition.scenes import load_pictures, photo_group
 
     scene = photo_group(load_pictures(Path(__file__).resolve().parent / "fixtures" / "faces"))
     bgr = cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)

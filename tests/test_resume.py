@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from fer_core.resume import STATE_FILE
-from fer_core.runs import read_history
-from fer_core.training import TrainingError, resume, train
+from fer_core.runs.manager import read_history
+from fer_core.training.loop import TrainingError, resume, train
+from fer_core.training.resume import STATE_FILE
 from tests.conftest import write_folder_dataset
 from tests.test_training import _cfg
 

@@ -1,6 +1,6 @@
 """The run manager: lock, stale lock, cancel, promote, and what a crash leaves behind.
 
-The slow tests start the real worker process (``python -m fer_core.run_worker``) on a tiny
+The slow tests start the real worker process (``python -m fer_core.runs.worker``) on a tiny
 generated data set and then cancel it or ``kill -9`` it.
 """
 
@@ -17,14 +17,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from fer_core import runs
-from fer_core.active import DEFAULT_WEIGHTS, active_weights
-from fer_core.app_settings import AppSettings
-from fer_core.atomic import write_json
-from fer_core.checkpoint import load_checkpoint, save_checkpoint
-from fer_core.models import ModelConfig, create_model
-from fer_core.paths import runs_dir
-from fer_core.training import TrainConfig, TrainingError
+from fer_core.common.atomic import write_json
+from fer_core.common.paths import runs_dir
+from fer_core.models.active import DEFAULT_WEIGHTS, active_weights
+from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
+from fer_core.models.zoo import ModelConfig, create_model
+from fer_core.runs import manager as runs
+from fer_core.runs.app_settings import AppSettings
+from fer_core.training.loop import TrainConfig, TrainingError
 from tests.conftest import write_folder_dataset
 
 
@@ -179,7 +179,7 @@ def test_promote_finished_run_and_restore_default() -> None:
 
 
 def test_photos_use_the_accurate_model_unless_the_user_promoted_one(tmp_path, monkeypatch) -> None:
-    import fer_core.active as active
+    import fer_core.models.active as active
 
     monkeypatch.setattr(active, "ACCURATE_WEIGHTS", tmp_path / "accurate.safetensors")
     assert active.accurate_weights() == DEFAULT_WEIGHTS  # none shipped: the fast model everywhere
@@ -293,7 +293,7 @@ def test_a_killed_run_resumes_in_the_background_and_finishes(tiny_data: Path) ->
 
 
 def test_worker_records_why_it_could_not_start(tmp_path: Path) -> None:
-    from fer_core import run_worker
+    from fer_core.runs import worker as run_worker
 
     out = tmp_path / "run"
     out.mkdir()
@@ -308,7 +308,7 @@ def test_worker_turns_a_full_disk_into_a_clear_message(tiny_data: Path, tmp_path
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from fer_core import run_worker
+    from fer_core.runs import worker as run_worker
 
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -322,7 +322,7 @@ def test_worker_turns_a_full_disk_into_a_clear_message(tiny_data: Path, tmp_path
 
 def test_worker_cancelled_before_training_started(tiny_data: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from fer_core import run_worker
+    from fer_core.runs import worker as run_worker
 
     monkeypatch.setattr(run_worker, "STOP", run_worker.threading.Event())
     run_worker.STOP.set()
@@ -350,7 +350,7 @@ def test_a_launched_run_without_progress_is_starting_only_while_its_lock_lives()
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fer_core.app_settings import DEFAULT_MAX_EPOCHS, SettingsError, load_settings, training_allowed
+    from fer_core.runs.app_settings import DEFAULT_MAX_EPOCHS, SettingsError, load_settings, training_allowed
 
     for var in ("FER_ALLOW_TRAINING", "FER_MAX_EPOCHS", "FER_MAX_SUBSET"):
         monkeypatch.delenv(var, raising=False)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fer_core import ship
-from fer_core.checkpoint import load_checkpoint
-from fer_core.data import load_split
-from fer_core.evaluate import evaluate
-from fer_core.training import TrainConfig, train
+from fer_core.data.dataset import load_split
+from fer_core.evaluation.evaluate import evaluate
+from fer_core.models.checkpoint import load_checkpoint
+from fer_core.runs import ship
+from fer_core.training.loop import TrainConfig, train
 from tests.conftest import write_folder_dataset
 
 

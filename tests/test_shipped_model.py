@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fer_core.active import shipped_models
-from fer_core.checkpoint import load_checkpoint
-from fer_core.data import load_split
-from fer_core.evaluate import evaluate
-from fer_core.paths import WEIGHTS_DIR
+from fer_core.common.paths import WEIGHTS_DIR
+from fer_core.data.dataset import load_split
+from fer_core.evaluation.evaluate import evaluate
+from fer_core.models.active import shipped_models
+from fer_core.models.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.data
 
@@ -25,7 +25,7 @@ def test_the_default_model_is_shipped_with_its_card() -> None:
 
 
 def test_photos_default_to_the_accurate_model_and_it_is_more_accurate() -> None:
-    from fer_core.active import ACCURATE_WEIGHTS, accurate_weights
+    from fer_core.models.active import ACCURATE_WEIGHTS, accurate_weights
 
     assert accurate_weights() == ACCURATE_WEIGHTS
     fast, accurate = (json.loads(p.with_suffix(".json").read_text())["test"]["accuracy"]

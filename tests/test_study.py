@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fer_core import study, training
-from fer_core.training import TrainConfig
+from fer_core.training import loop as training
+from fer_core.training import study
+from fer_core.training.loop import TrainConfig
 from tests.conftest import write_folder_dataset
 
 

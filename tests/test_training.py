@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_core.checkpoint import CheckpointError, load_checkpoint, round_to_storage, save_checkpoint, stored_bytes
-from fer_core.data import load_split
-from fer_core.models import ModelConfig, create_model
-from fer_core.training import TrainConfig, TrainingError, train
+from fer_core.data.dataset import load_split
+from fer_core.models.checkpoint import CheckpointError, load_checkpoint, round_to_storage, save_checkpoint, stored_bytes
+from fer_core.models.zoo import ModelConfig, create_model
+from fer_core.training.loop import TrainConfig, TrainingError, train
 
 
 def _cfg(data_path: Path, out: Path, **kw) -> TrainConfig:
@@ -157,7 +157,7 @@ def test_csv_data_trains_too(tmp_path: Path) -> None:
 
 
 def test_val_seed_fixes_the_validation_slice_across_seeds(data: Path) -> None:
-    from fer_core.training import prepare_data
+    from fer_core.training.loop import prepare_data
 
     def val_hash(**kw) -> str:
         return prepare_data(_cfg(data, data / "unused", **kw)).val.content_hash()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fer_core import tta
+from fer_core.evaluation import tta
 
 
 def test_views_are_view_major_and_geometrically_right() -> None:

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_core import models, ship, unship
-from fer_core.checkpoint import load_checkpoint, round_to_storage
-from fer_core.choose_ensemble import candidates
-from fer_core.training import TrainConfig, train
+from fer_core.models import zoo as models
+from fer_core.models.checkpoint import load_checkpoint, round_to_storage
+from fer_core.runs import ship
+from fer_core.tools import unship
+from fer_core.tools.choose_ensemble import candidates
+from fer_core.training.loop import TrainConfig, train
 from tests.conftest import write_folder_dataset
 
 MIXED = "test_tiny_s_tiny"  # slots differ from the run order below, as fernet_lmms's did

@@ -1,0 +1,1 @@
+"""Foundations every layer may use: the label space, file paths and settings, atomic file writes, the compute device."""

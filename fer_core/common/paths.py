@@ -1,0 +1,29 @@
+"""Where things live on disk: data, caches, runs and the shipped weights.
+
+Every default is overridable by an environment variable so that a deployment (or a test)
+can point the whole system somewhere else without touching code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+WEIGHTS_DIR = PROJECT_ROOT / "weights"
+
+
+def default_data_path() -> Path:
+    """``FER_DATA`` if set, else ``data/fer2013`` inside the project (git-ignored). Every CLI also
+    takes ``--data``; nothing guesses at other places, so a figure always names its data."""
+    return Path(os.environ.get("FER_DATA") or PROJECT_ROOT / "data" / "fer2013")
+
+
+def cache_dir() -> Path:
+    """Decoded-dataset and evaluation caches; safe to delete at any time."""
+    return Path(os.environ.get("FER_CACHE_DIR") or PROJECT_ROOT / ".cache")
+
+
+def runs_dir() -> Path:
+    """Training runs launched from the CLI or the app."""
+    return Path(os.environ.get("FER_RUNS_DIR") or PROJECT_ROOT / "runs")

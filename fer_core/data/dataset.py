@@ -1,0 +1,298 @@
+"""Loading FER-2013 into memory, from either of the two forms users actually have.
+
+* the folder layout of the Kaggle image release: ``ROOT/{train,val,test}/<class>/*.jpg``
+* the original ``fer2013.csv`` (``emotion,pixels,Usage``)
+
+A split is held as one uint8 tensor ``(N, 1, 48, 48)`` plus int64 labels: the whole of
+FER-2013 is ~100 MB that way, so training never touches the disk or PIL again. Decoding
+28k JPEGs takes seconds, so a decoded split is cached as ``.npz`` keyed by a signature of
+its source files, and the second load is a memory-mapped read.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fer_core.common.labels import EMOTIONS, IMAGE_SIZE
+from fer_core.common.atomic import write_atomic
+from fer_core.common.paths import cache_dir
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+CSV_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+CSV_NAME = "fer2013.csv"
+CACHE_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """Raised for any problem with a user's dataset; the message names the file or row."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of FER-2013, fully in memory."""
+
+    name: str
+    images: torch.Tensor  # uint8 (N, 1, 48, 48)
+    labels: torch.Tensor  # int64 (N,)
+    sources: tuple[str, ...]  # where each image came from: a relative path or "fer2013.csv:LINE"
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=len(EMOTIONS)).tolist()
+
+    def select(self, index: torch.Tensor | np.ndarray | list[int], name: str | None = None) -> Split:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return Split(
+            name=name or self.name,
+            images=self.images[idx],
+            labels=self.labels[idx],
+            sources=tuple(self.sources[i] for i in idx.tolist()),
+        )
+
+    def content_hash(self) -> str:
+        """sha256 over pixels and labels: names exactly the data a model saw or was scored on."""
+        h = hashlib.sha256()
+        h.update(self.images.contiguous().numpy().tobytes())
+        h.update(self.labels.numpy().astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def resolve_source(path: str | os.PathLike) -> Path:
+    """The folder root or the CSV file a path designates; a folder holding fer2013.csv counts."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DatasetError(f"dataset path {p} does not exist")
+    if p.is_file():
+        if p.suffix.lower() != ".csv":
+            raise DatasetError(f"{p} is a file but not a .csv; give a FER-2013 folder or fer2013.csv")
+        return p
+    if not any((p / s).is_dir() for s in SPLITS) and (p / CSV_NAME).is_file():
+        return p / CSV_NAME
+    return p
+
+
+def available_splits(path: str | os.PathLike) -> list[str]:
+    src = resolve_source(path)
+    if src.is_file():
+        usages = set()
+        with open(src, newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.DictReader(fh)
+            for row in reader:
+                usages.add(CSV_USAGE_TO_SPLIT.get((row.get("Usage") or "").strip(), ""))
+        return [s for s in SPLITS if s in usages]
+    found = [s for s in SPLITS if (src / s).is_dir()]
+    if not found:
+        raise DatasetError(f"{src} holds none of the split folders {', '.join(SPLITS)} and no {CSV_NAME}")
+    return found
+
+
+def validate_dataset(path: str | os.PathLike) -> list[str]:
+    """Cheap check before a long job: the path exists and has a train split. Returns its splits."""
+    splits = available_splits(path)
+    if "train" not in splits:
+        raise DatasetError(f"{path} has no train split (found: {', '.join(splits) or 'none'})")
+    return splits
+
+
+# --------------------------------------------------------------------------- folder layout
+
+
+def _class_dirs(split_dir: Path) -> list[tuple[int, Path]]:
+    out: list[tuple[int, Path]] = []
+    for child in sorted(split_dir.iterdir()):
+        if not child.is_dir():
+            continue
+        name = child.name.lower()
+        if name not in EMOTIONS:
+            raise DatasetError(
+                f"unknown class folder {child}: expected one of {', '.join(EMOTIONS)} (case-insensitive)"
+            )
+        out.append((EMOTIONS.index(name), child))
+    if not out:
+        raise DatasetError(f"{split_dir} holds no class folders ({', '.join(EMOTIONS)})")
+    return out
+
+
+def _folder_files(split_dir: Path) -> list[tuple[Path, int]]:
+    files: list[tuple[Path, int]] = []
+    for label, cdir in _class_dirs(split_dir):
+        for f in sorted(cdir.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append((f, label))
+    return files
+
+
+def decode_face(data: bytes, where: str) -> np.ndarray:
+    """Any-size image bytes -> 48x48 uint8 grayscale, or a DatasetError naming ``where``."""
+    if not data:
+        raise DatasetError(f"{where}: empty file")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None or img.size == 0:
+        raise DatasetError(f"{where}: not a readable image")
+    if img.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        img = cv2.resize(img, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _load_folder_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise DatasetError(f"split '{split}' is missing: no folder {split_dir}")
+    files = _folder_files(split_dir)
+    if not files:
+        raise DatasetError(f"{split_dir} holds no images (.jpg/.jpeg/.png)")
+    images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    for i, (f, _) in enumerate(files):
+        images[i] = decode_face(f.read_bytes(), str(f))
+    labels = np.array([lab for _, lab in files], np.int64)
+    sources = [str(f.relative_to(root)) for f, _ in files]
+    return images, labels, sources
+
+
+def _folder_signature(root: Path, split: str) -> str:
+    h = hashlib.sha256()
+    for f, label in _folder_files(root / split):
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}|{label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- fer2013.csv
+
+
+def _load_csv_split(csv_path: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    wanted = {u for u, s in CSV_USAGE_TO_SPLIT.items() if s == split}
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    sources: list[str] = []
+    with open(csv_path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        header = [c.strip() for c in next(reader, [])]
+        missing = {"emotion", "pixels", "Usage"} - set(header)
+        if missing:
+            raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(sorted(missing))}")
+        ie, ip, iu = header.index("emotion"), header.index("pixels"), header.index("Usage")
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) < len(header):
+                raise DatasetError(f"{csv_path} line {line_no}: {len(row)} fields, expected {len(header)}")
+            usage = row[iu].strip()
+            if usage not in CSV_USAGE_TO_SPLIT:
+                raise DatasetError(
+                    f"{csv_path} line {line_no}: Usage '{usage}' is not one of {', '.join(CSV_USAGE_TO_SPLIT)}"
+                )
+            if usage not in wanted:
+                continue
+            try:
+                label = int(row[ie])
+            except ValueError:
+                raise DatasetError(f"{csv_path} line {line_no}: emotion '{row[ie]}' is not an integer") from None
+            if not 0 <= label < len(EMOTIONS):
+                raise DatasetError(f"{csv_path} line {line_no}: emotion {label} out of range 0..{len(EMOTIONS) - 1}")
+            parts = row[ip].split()
+            if len(parts) != IMAGE_SIZE * IMAGE_SIZE:
+                raise DatasetError(
+                    f"{csv_path} line {line_no}: {len(parts)} pixels, expected {IMAGE_SIZE * IMAGE_SIZE}"
+                )
+            try:
+                px = np.array(parts, dtype=np.int64)
+            except ValueError:
+                raise DatasetError(f"{csv_path} line {line_no}: pixels must be integers 0..255") from None
+            if px.min() < 0 or px.max() > 255:
+                raise DatasetError(f"{csv_path} line {line_no}: pixel values must lie in 0..255")
+            images.append(px.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE))
+            labels.append(label)
+            sources.append(f"{csv_path.name}:{line_no}")
+    if not images:
+        usage = " / ".join(sorted(wanted))
+        raise DatasetError(f"split '{split}' is missing: {csv_path} has no rows with Usage {usage}")
+    return np.stack(images), np.array(labels, np.int64), sources
+
+
+def _file_signature(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_split(path: str | os.PathLike, split: str, use_cache: bool = True) -> Split:
+    """Load one split ('train', 'val' or 'test') from a folder root or a fer2013.csv."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
+    src = resolve_source(path)
+    is_csv = src.is_file()
+    signature = _file_signature(src) if is_csv else _folder_signature(src, split) if (src / split).is_dir() else None
+    cache_file = None
+    if use_cache and signature is not None:
+        key = hashlib.sha256(f"v{CACHE_VERSION}|{src.resolve()}|{split}|{signature}".encode()).hexdigest()[:24]
+        cache_file = cache_dir() / "datasets" / f"{split}-{key}.npz"
+        if cache_file.is_file():
+            try:
+                with np.load(cache_file, allow_pickle=False) as z:
+                    return Split(split, torch.from_numpy(z["images"]).unsqueeze(1),
+                                 torch.from_numpy(z["labels"]), tuple(z["sources"].tolist()))
+            except (OSError, ValueError, KeyError):
+                cache_file.unlink(missing_ok=True)  # a corrupt cache is just rebuilt
+    images, labels, sources = (_load_csv_split if is_csv else _load_folder_split)(src, split)
+    if cache_file is not None:
+        def _save(tmp: Path) -> None:
+            buf = io.BytesIO()
+            np.savez(buf, images=images, labels=labels, sources=np.array(sources))
+            tmp.write_bytes(buf.getvalue())
+        try:
+            write_atomic(cache_file, _save)
+        except OSError:
+            pass  # an unwritable cache only costs speed
+    return Split(split, torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), tuple(sources))
+
+
+def load_held_out(path: str | os.PathLike, splits: list[str]) -> dict[str, Split]:
+    """The splits beside train/ (of ``splits``, as ``available_splits`` found them) that training
+    must never see: cleaning removes their copies from train/."""
+    return {s: load_split(path, s) for s in ("val", "test") if s in splits}
+
+
+def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Carve a validation slice out of ``split`` with the same class mix (seeded)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must lie strictly between 0 and 1, got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for c in range(len(EMOTIONS)):
+        idx = torch.nonzero(split.labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = round(len(idx) * fraction)
+        held.append(idx[:n_val])
+        keep.append(idx[n_val:])
+    keep_idx, held_idx = torch.cat(keep).sort().values, torch.cat(held).sort().values
+    return split.select(keep_idx, split.name), split.select(held_idx, "val")
+
+
+def per_class_subset(split: Split, per_class: int, seed: int) -> Split:
+    """At most ``per_class`` images of each class (seeded): for short runs."""
+    if per_class <= 0:
+        raise ValueError(f"subset must be a positive number of images per class, got {per_class}")
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(len(EMOTIONS)):
+        idx = torch.nonzero(split.labels == c).flatten()
+        chosen.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return split.select(torch.cat(chosen).sort().values)

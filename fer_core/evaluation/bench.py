@@ -1,0 +1,96 @@
+"""Speed of every registered architecture on this machine: the figures in the README come from here.
+
+    fer-bench [--arch NAME ...] [--precision auto|fp32|bf16]
+    fer-bench --pipeline        # the whole recognition pipeline (fer_core.recognition.pipeline_bench)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from fer_core.common.device import autocast, cpu_name, resolve_precision
+from fer_core.models.inference import for_inference
+from fer_core.models.zoo import count_macs, count_params, create_model, single_models
+
+TRAIN_IMAGES = 28709  # FER-2013 Training split
+
+
+def images_per_second(fn: Callable[[], object], n_images: int, min_seconds: float = 2.0) -> float:
+    """Calls ``fn`` (which handles ``n_images``) repeatedly for ``min_seconds`` after two warm-up calls."""
+    fn()
+    fn()  # warm-up: oneDNN picks its kernels on the first calls
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < min_seconds:
+        fn()
+        done += n_images
+    return done / (time.perf_counter() - t0)
+
+
+def training_step(model: torch.nn.Module, precision: str, batch: int,
+                  device: torch.device = torch.device("cpu")) -> Callable[[], None]:
+    """One SGD step of ``model`` on a random batch, as the training loop runs it (channels-last,
+    autocast): the unit every training-throughput figure of the project is made of."""
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.rand(batch, 1, 48, 48, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 7, (batch,), device=device)
+
+    def step() -> None:
+        with autocast(device, precision):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def inference_speed(model: torch.nn.Module, precision: str) -> tuple[float, float]:
+    """(ms per face at batch 1, faces/s at batch 256) of ``model`` on the CPU as the app runs it:
+    the figures of this bench and of every model card."""
+    model = for_inference(model, precision)
+    x = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(torch.device("cpu"), precision):
+        many = images_per_second(lambda: model(x), 256)
+        one = images_per_second(lambda: model(x[:1]), 1)
+    return 1000 / one, many
+
+
+def bench_arch(name: str, precision: str, batch: int = 128) -> dict:
+    device = torch.device("cpu")
+    model = create_model(name)
+    params, macs = count_params(model), count_macs(model)
+    train_rate = images_per_second(training_step(model, precision, batch, device), batch)
+    latency_ms, infer_rate = inference_speed(model, precision)
+    return {"arch": name, "params": params, "macs": macs, "train_img_s": train_rate,
+            "infer_b256_img_s": infer_rate, "latency_b1_ms": latency_ms,
+            "epoch_minutes": TRAIN_IMAGES / train_rate / 60, "precision": precision}
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ("| arch | params | MACs/img | train img/s | infer img/s (b256) | latency b1 (ms) "
+            "| min/epoch (28,709 imgs) |\n|---|---:|---:|---:|---:|---:|---:|")
+    body = [f"| {r['arch']} | {r['params'] / 1e6:.2f} M | {r['macs'] / 1e6:.1f} M | {r['train_img_s']:.0f} | "
+            f"{r['infer_b256_img_s']:.0f} | {r['latency_b1_ms']:.2f} | {r['epoch_minutes']:.1f} |" for r in rows]
+    return "\n".join([head, *body])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="fer-bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", nargs="*", default=[a for a in single_models() if a != "tiny"],
+                    help="default: every single network; name an ensemble (e.g. the shipped one) to add it")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    args = ap.parse_args(argv)
+    precision = resolve_precision(args.precision, torch.device("cpu"))
+    print(f"torch {torch.__version__}, {cpu_name()}, precision {precision}")
+    print(format_table([bench_arch(a, precision) for a in args.arch]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

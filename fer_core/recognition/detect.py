@@ -1,0 +1,326 @@
+"""Finding faces: one interface, two detectors.
+
+- ``mtcnn`` (the default): the learned three-stage MTCNN cascade (Zhang et al. 2016), run by
+  facenet-pytorch with the P/R/O-Net weights its wheel carries. It returns a score and five
+  landmarks per face (eyes, nose, mouth corners), finds turned and tilted faces, and is the
+  reason a real group photo gets every face boxed.
+- ``haar``: OpenCV's frontal-face Haar cascade, the detector the paper pairs with its CNN.
+  It stays so ``--detector haar`` reproduces the paper's pipeline.
+
+Both detect on a copy downscaled so its long side is at most ``max_side`` pixels (the cost
+grows with the pixel count, and a face the network can read, 48 px and up, survives a 2x
+downscale) and return ``Detection``s in the original image's coordinates, largest first.
+``docs/detection.md`` holds the measurements behind every default here.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]
+"""(x, y, w, h) in pixels of the image that was passed in."""
+
+Landmarks = tuple[tuple[float, float], ...]
+"""Five (x, y) points: left eye, right eye, nose, left and right mouth corner (as seen in the image)."""
+
+DEFAULT_DETECTOR = "mtcnn"
+
+
+class DetectorUnavailable(RuntimeError):
+    """A detector whose package is not installed; the message says how to install it."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box
+    score: float = 1.0  # the detector's confidence that this is a face (Haar has none: 1.0)
+    landmarks: Landmarks | None = None
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """The knobs a user may turn (the Photo page shows them in an expander)."""
+
+    scale_factor: float = 1.1  # haar: image-pyramid step; smaller finds more, slower
+    min_neighbors: int = 5  # haar: overlapping hits needed to accept a face; higher = fewer false faces
+    min_score: float = 0.9  # mtcnn: the O-Net probability a face needs; its false boxes score below it
+    min_size: int = 40  # smallest face, in pixels of the original image
+    max_side: int = 640  # detect on a copy whose long side is at most this (0 = full size)
+    # Extra context around the detected box, as a fraction of its side, each way, before the 48x48
+    # crop; None = the detector's own measured default (``Detector.margin``), since every detector
+    # frames a face differently and FER-2013 is framed tightly.
+    margin: float | None = None
+    align: bool = True  # rotate each face upright by its eye landmarks (detectors that give landmarks)
+
+    def __post_init__(self) -> None:
+        if not self.scale_factor > 1.0:
+            raise ValueError("scale_factor must be > 1")
+        if self.min_neighbors < 0 or self.min_size < 1 or self.max_side < 0 or not 0 <= self.min_score <= 1:
+            raise ValueError("invalid detector settings")
+        if self.margin is not None and not -0.25 <= self.margin <= 1:
+            raise ValueError("margin must be between -0.25 and 1")
+
+
+class Detector(Protocol):
+    """Anything that turns an image into face detections."""
+
+    name: str
+    margin: float  # the crop margin that reproduces FER-2013's framing for this detector's boxes
+
+    def detect(self, image: np.ndarray, settings: DetectorSettings) -> list[Detection]:
+        """``image``: (H, W) gray or (H, W, 3) RGB uint8."""
+        ...
+
+
+def to_gray(image: np.ndarray, order: str = "rgb") -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (H, W) uint8."""
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        code = {("rgb", 3): cv2.COLOR_RGB2GRAY, ("bgr", 3): cv2.COLOR_BGR2GRAY,
+                ("rgb", 4): cv2.COLOR_RGBA2GRAY, ("bgr", 4): cv2.COLOR_BGRA2GRAY}[(order, image.shape[2])]
+        return cv2.cvtColor(image, code)
+    raise ValueError(f"expected a gray, RGB or RGBA image, got an array of shape {image.shape}")
+
+
+def to_rgb(image: np.ndarray, order: str = "rgb") -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (H, W, 3) RGB uint8 (no copy when already RGB)."""
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        if order == "rgb":
+            return image if image.shape[2] == 3 else cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+    raise ValueError(f"expected a gray, RGB or RGBA image, got an array of shape {image.shape}")
+
+
+def _overlap(a: Box, b: Box) -> tuple[float, float]:
+    """(IoU, intersection over the smaller box)."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    if inter == 0:
+        return 0.0, 0.0
+    return inter / (aw * ah + bw * bh - inter), inter / min(aw * ah, bw * bh)
+
+
+def iou(a: Box, b: Box) -> float:
+    return _overlap(a, b)[0]
+
+
+def suppress_overlaps(boxes: list[Box], max_iou: float = 0.3, max_containment: float = 0.6) -> list[Box]:
+    """Keep the largest of every group of overlapping or nested boxes; result largest first."""
+    kept: list[Box] = []
+    for box in sorted(boxes, key=lambda b: b[2] * b[3], reverse=True):
+        if all(i <= max_iou and c <= max_containment for i, c in (_overlap(box, k) for k in kept)):
+            kept.append(box)
+    return kept
+
+
+def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image, 1.0
+    scale = max_side / max(h, w)
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return small, scale
+
+
+def _clip(box: Box, width: int, height: int) -> Box:
+    x, y, w, h = box
+    x, y = min(max(0, x), width - 1), min(max(0, y), height - 1)
+    return x, y, max(1, min(w, width - x)), max(1, min(h, height - y))
+
+
+@lru_cache(maxsize=4)
+def _cascade_file(name: str) -> str:
+    return cv2.data.haarcascades + name
+
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade (the paper's detector).
+
+    A ``CascadeClassifier`` keeps scratch buffers, so two threads must not share one at the
+    same time (the webcam thread and every browser session detect concurrently). Loading
+    one costs ~20 ms and Streamlit runs each rerun in a fresh thread, so instead of one per
+    thread there is a pool: a detection borrows an idle classifier, or loads one if all are busy.
+    """
+
+    name = "haar"
+    # Measured on 239 FER-2013 test faces pasted into a frame: the Haar box's side is a median 1/1.04
+    # of the face crop's, and crops cut with 0-2% margin correlate best with the originals (median
+    # r = 0.69 / 0.68, vs 0.47 at 10% and 0.28 at 20%): FER-2013 is framed as tightly as this box.
+    margin = 0.02
+
+    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml") -> None:
+        self.path = _cascade_file(cascade)
+        self._pool: queue.SimpleQueue[cv2.CascadeClassifier] = queue.SimpleQueue()
+        self._pool.put(self._load())  # fail now, not in the webcam thread, if the file is missing
+
+    def _load(self) -> cv2.CascadeClassifier:
+        clf = cv2.CascadeClassifier(self.path)
+        if clf.empty():
+            raise RuntimeError(f"cannot load the Haar cascade {self.path}")
+        return clf
+
+    def _borrow(self) -> cv2.CascadeClassifier:
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            return self._load()
+
+    def detect(self, image: np.ndarray, settings: DetectorSettings | None = None) -> list[Detection]:
+        s = settings or DetectorSettings()
+        gray = to_gray(image, "rgb")
+        h, w = gray.shape[:2]
+        small, scale = _downscaled(gray, s.max_side)
+        min_px = max(24, round(s.min_size * scale))  # the cascade's own window is 24x24
+        if min(small.shape[:2]) < min_px:
+            return []
+        clf = self._borrow()
+        try:
+            found = clf.detectMultiScale(small, scaleFactor=s.scale_factor, minNeighbors=s.min_neighbors,
+                                         minSize=(min_px, min_px))
+        finally:
+            self._pool.put(clf)
+        boxes = [_clip((round(x / scale), round(y / scale), round(bw / scale), round(bh / scale)), w, h)
+                 for x, y, bw, bh in (found if len(found) else [])]
+        return [Detection(b) for b in suppress_overlaps(boxes)]
+
+
+class MTCNNDetector:
+    """MTCNN from facenet-pytorch: P-Net proposes on an image pyramid, R-Net and O-Net refine
+    and score, O-Net also places five landmarks.
+
+    The networks are small (0.5 M parameters together) and stateless, so one copy serves every
+    thread; a lock keeps two detections from fighting over the same two cores, which is faster
+    on a CPU than letting them interleave.
+    """
+
+    name = "mtcnn"
+    # MTCNN's box runs from the brows to the chin and is taller than wide; the square on its long
+    # side frames a face as FER-2013 does. Measured on 426 faces of the validation slice pasted into
+    # scenes: crops with no margin and no shift correlate best with the originals (median r 0.594;
+    # 0.581 at -5%, 0.510 at +5%, 0.548 moved up by 5% of the box), and the classifier's accuracy is
+    # flat (65-69.5%) across margins -10%..+5% and shifts up to 10%: docs/detection.md.
+    margin = 0.0
+    thresholds = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults for the three stages
+    pyramid_factor = 0.709
+
+    def __init__(self) -> None:
+        try:
+            from facenet_pytorch import MTCNN
+            from facenet_pytorch.models.utils.detect_face import detect_face
+        except ImportError as exc:
+            raise DetectorUnavailable(
+                "the mtcnn detector needs facenet-pytorch: pip install --no-deps facenet-pytorch==2.6.0 "
+                f"(see requirements-nodeps.txt), or choose --detector haar ({exc})") from None
+        nets = MTCNN(device="cpu").eval()  # loads pnet/rnet/onet.pt shipped inside the wheel
+        self.pnet, self.rnet, self.onet = nets.pnet, nets.rnet, nets.onet
+        self._detect_face = detect_face
+        self._lock = threading.Lock()
+
+    def detect(self, image: np.ndarray, settings: DetectorSettings | None = None) -> list[Detection]:
+        import torch
+
+        from fer_core.common.device import torch_threads
+
+        s = settings or DetectorSettings()
+        rgb = to_rgb(image, "rgb")
+        h, w = rgb.shape[:2]
+        small, scale = _downscaled(rgb, s.max_side)
+        min_px = max(12.0, s.min_size * scale)  # P-Net's window is 12x12
+        if min(small.shape[:2]) < min_px:
+            return []
+        with self._lock, torch.inference_mode(), torch_threads(1):
+            boxes, points = self._detect_face(np.ascontiguousarray(small), min_px, self.pnet, self.rnet, self.onet,
+                                              list(self.thresholds), self.pyramid_factor, "cpu")
+        boxes, points = boxes[0], points[0]
+        if boxes is None or len(boxes) == 0:
+            return []
+        found = []
+        for (x0, y0, x1, y1, score), pts in zip(boxes, points, strict=True):
+            if score < s.min_score:
+                continue
+            box = _clip((round(x0 / scale), round(y0 / scale), round((x1 - x0) / scale), round((y1 - y0) / scale)),
+                        w, h)
+            if min(box[2], box[3]) < s.min_size * 0.75:  # MTCNN's minsize is approximate; keep the user's floor
+                continue
+            lm = tuple((float(px / scale), float(py / scale)) for px, py in pts)
+            found.append(Detection(box, float(score), lm))
+        return sorted(found, key=lambda d: d.box[2] * d.box[3], reverse=True)
+
+
+class DlibHOGDetector:
+    """dlib's HOG + linear SVM frontal-face detector (optional: ``pip install dlib-bin``).
+
+    Kept as a measured alternative (docs/detection.md): faster than MTCNN but frontal only,
+    and without landmarks, so faces are not aligned.
+    """
+
+    name = "dlib"
+    margin = 0.0
+    min_svm_score = 0.0  # dlib's own acceptance threshold
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+        except ImportError as exc:
+            raise DetectorUnavailable(f"the dlib detector needs dlib: pip install dlib-bin ({exc})") from None
+        self._detector = dlib.get_frontal_face_detector()
+        self._lock = threading.Lock()
+
+    def detect(self, image: np.ndarray, settings: DetectorSettings | None = None) -> list[Detection]:
+        s = settings or DetectorSettings()
+        h, w = image.shape[:2]
+        small, scale = _downscaled(np.ascontiguousarray(image), s.max_side)
+        upsample = 1 if s.min_size * scale < 80 else 0  # the HOG window is 80x80; upsampling finds smaller faces
+        with self._lock:
+            rects, scores, _ = self._detector.run(small, upsample, self.min_svm_score)
+        found = []
+        for r, score in zip(rects, scores, strict=True):
+            box = _clip((round(r.left() / scale), round(r.top() / scale), round(r.width() / scale),
+                         round(r.height() / scale)), w, h)
+            if min(box[2], box[3]) >= s.min_size:
+                found.append(Detection(box, float(score)))
+        return sorted(found, key=lambda d: d.box[2] * d.box[3], reverse=True)
+
+
+DETECTORS: dict[str, type] = {"mtcnn": MTCNNDetector, "haar": HaarDetector, "dlib": DlibHOGDetector}
+"""Detector name -> class; a new detector registers here and every page and CLI offers it."""
+
+_SHARED: dict[str, Detector] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def get_detector(name: str = DEFAULT_DETECTOR) -> Detector:
+    """The process-wide instance of a detector (created on first use; its weights load once)."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    with _SHARED_LOCK:
+        if name not in _SHARED:
+            _SHARED[name] = DETECTORS[name]()
+        return _SHARED[name]
+
+
+def available_detectors() -> list[str]:
+    """Registered detectors whose packages are installed, the default first."""
+    out = []
+    for name in DETECTORS:
+        try:
+            get_detector(name)
+        except DetectorUnavailable:
+            continue
+        out.append(name)
+    return out

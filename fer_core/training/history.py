@@ -1,0 +1,30 @@
+"""A run folder as training writes it, read back: the per-epoch history and the run states.
+
+Training writes ``history.csv`` and ``progress.json`` (``fer_core.training.loop.RunWriter``); the
+app, resuming, shipping and the Metrics page read them back through here, so every reader
+sees the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+ACTIVE_STATES = ("starting", "preparing", "running")
+"""The ``progress.json`` states of a run that is (or should be) working."""
+
+
+def read_history(path: Path) -> list[dict]:
+    """The per-epoch rows of ``history.csv`` as numbers (empty before the first epoch ends)."""
+    try:
+        with open(path / "history.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError:
+        return []
+    out = []
+    for row in rows:
+        try:
+            out.append({k: float(v) for k, v in row.items()})
+        except (TypeError, ValueError):
+            continue
+    return out
