@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -81,3 +82,17 @@ QUIET = dict(log=lambda _: None, show_bar=False)  # train() without its log line
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 training and 12 test faces per class: enough for the tiny network; modules may override."""
     return write_folder_dataset(tmp_path_factory.mktemp("d") / "fer", {"train": 40, "test": 12})
+
+
+def write_test_video(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 10, codec: str = "mpeg4") -> None:
+    """Gray or RGB frames -> a small video file."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        h, w = frames[0].shape[:2]
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for img in frames:
+            rgb = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)

@@ -38,7 +38,7 @@ def _open(page, title: str) -> None:
 
 def test_every_page_renders(tour_env, app_url, chromium, tmp_path):
     from fer_core.recognition.scenes import load_pictures, photo_group
-    from fer_core.recognition.video import write_test_video
+    from tests.conftest import write_test_video
 
     context = chromium.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()

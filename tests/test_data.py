@@ -123,6 +123,28 @@ def test_bad_csv_rows_name_the_line(tmp_path: Path, row: str, message: str) -> N
         load_split(csv_path, "train", use_cache=False)
 
 
+def test_csv_with_a_bom_loads(tmp_path: Path) -> None:
+    """Spreadsheet tools save CSV with a byte-order mark before the header."""
+    p = tmp_path / "fer2013.csv"
+    p.write_bytes("\ufeffemotion,pixels,Usage\n3,".encode() + " ".join(["10"] * 2304).encode() + b",Training\n")
+    assert available_splits(p) == ["train"]
+    assert load_split(p, "train", use_cache=False).labels.tolist() == [3]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"0," + b"1" * 200_000 + b",Training\n", "line 2: not a well-formed CSV row"),  # over csv's field limit
+    ],
+)
+def test_malformed_csv_is_one_clear_line_everywhere(tmp_path: Path, body: bytes, message: str) -> None:
+    p = tmp_path / "fer2013.csv"
+    p.write_bytes(b"emotion,pixels,Usage\n" + body)
+    for call in (lambda: available_splits(p), lambda: validate_dataset(p), lambda: load_split(p, "train")):
+        with pytest.raises(DatasetError, match=message):
+            call()
+
+
 def test_csv_without_required_columns(tmp_path: Path) -> None:
     p = tmp_path / "fer2013.csv"
     p.write_text("label,pixels\n1,2 3\n")

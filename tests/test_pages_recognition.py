@@ -12,8 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from fer_core.recognition.pipeline_bench import compose_frame
 from fer_core.recognition.scenes import score_detections
-from fer_core.recognition.video import write_test_video
-from tests.conftest import make_face
+from tests.conftest import make_face, write_test_video
 from tests.test_recognizer import real_layout, tiny_weights  # noqa: F401  (fixture)
 
 TIMEOUT = 60

@@ -124,7 +124,7 @@ def test_detector_choice_is_recorded(tiny_weights, tmp_path, capsys):  # noqa: F
 
 
 def test_video_streams_one_row_per_face_per_analysed_frame(tiny_weights, tmp_path, capsys):  # noqa: F811
-    from fer_core.recognition.video import write_test_video
+    from tests.conftest import write_test_video
 
     scene = _group_scene()
     clip = tmp_path / "clip.mp4"
@@ -147,7 +147,8 @@ def test_video_streams_one_row_per_face_per_analysed_frame(tiny_weights, tmp_pat
 def test_video_rows_stream_before_the_clip_ends(tiny_weights, tmp_path, monkeypatch):  # noqa: F811
     """Rows leave as frames are analysed: nothing accumulates, however long the clip."""
     from fer_core.recognition import predict
-    from fer_core.recognition.video import VideoAnalysis, write_test_video
+    from fer_core.recognition.video import VideoAnalysis
+    from tests.conftest import write_test_video
 
     clip = tmp_path / "long.mp4"
     write_test_video(clip, [np.full((96, 128), 60 + i, np.uint8) for i in range(30)], codec="mpeg4")

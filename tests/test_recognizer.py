@@ -24,9 +24,9 @@ from fer_core.recognition.detect import DetectorSettings, iou, suppress_overlaps
 from fer_core.recognition.pipeline_bench import compose_frame, detectable_faces
 from fer_core.recognition.recognizer import Face, Recognizer
 from fer_core.recognition.tracking import IoUTracker
-from fer_core.recognition.video import VideoError, analyse_video, write_test_video
+from fer_core.recognition.video import VideoError, analyse_video
 from fer_core.recognition.webcam import WEBCAM_SETTINGS, WebcamProcessor, ice_servers
-from tests.conftest import make_face
+from tests.conftest import make_face, write_test_video
 
 
 def save_tiny(path: Path, seed: int = 0) -> Path:

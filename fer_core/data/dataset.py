@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from fer_core.common.labels import EMOTIONS, IMAGE_SIZE
 from fer_core.common.atomic import write_atomic
+from fer_core.common.labels import EMOTIONS, IMAGE_SIZE
 from fer_core.common.paths import cache_dir
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -89,11 +90,7 @@ def resolve_source(path: str | os.PathLike) -> Path:
 def available_splits(path: str | os.PathLike) -> list[str]:
     src = resolve_source(path)
     if src.is_file():
-        usages = set()
-        with open(src, newline="", encoding="utf-8", errors="replace") as fh:
-            reader = csv.DictReader(fh)
-            for row in reader:
-                usages.add(CSV_USAGE_TO_SPLIT.get((row.get("Usage") or "").strip(), ""))
+        usages = {CSV_USAGE_TO_SPLIT[usage] for _, usage, _, _ in _csv_rows(src)}
         return [s for s in SPLITS if s in usages]
     found = [s for s in SPLITS if (src / s).is_dir()]
     if not found:
@@ -175,50 +172,63 @@ def _folder_signature(root: Path, split: str) -> str:
 # --------------------------------------------------------------------------- fer2013.csv
 
 
+def _csv_rows(csv_path: Path) -> Iterator[tuple[int, str, str, str]]:
+    """Every row of a fer2013.csv as (line number, Usage, emotion, pixels), the header and each
+    row's shape checked. The one reader of the format: listing the splits and loading one both go
+    through it, so a file is accepted or refused the same way everywhere, with the line to fix."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig", errors="replace") as fh:  # -sig: a BOM is fine
+            reader = csv.reader(fh)
+            header = [c.strip() for c in next(reader, [])]
+            missing = {"emotion", "pixels", "Usage"} - set(header)
+            if missing:
+                raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(sorted(missing))} "
+                                   "(expected emotion,pixels,Usage)")
+            ie, ip, iu = header.index("emotion"), header.index("pixels"), header.index("Usage")
+            for row in reader:
+                line_no = reader.line_num
+                if not row:
+                    continue
+                if len(row) < len(header):
+                    raise DatasetError(f"{csv_path} line {line_no}: {len(row)} fields, expected {len(header)}")
+                usage = row[iu].strip()
+                if usage not in CSV_USAGE_TO_SPLIT:
+                    raise DatasetError(
+                        f"{csv_path} line {line_no}: Usage '{usage}' is not one of {', '.join(CSV_USAGE_TO_SPLIT)}"
+                    )
+                yield line_no, usage, row[ie], row[ip]
+    except csv.Error as exc:  # a field over csv's size limit, a NUL byte, an unclosed quote
+        raise DatasetError(f"{csv_path} line {reader.line_num}: not a well-formed CSV row ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
+
+
 def _load_csv_split(csv_path: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     wanted = {u for u, s in CSV_USAGE_TO_SPLIT.items() if s == split}
     images: list[np.ndarray] = []
     labels: list[int] = []
     sources: list[str] = []
-    with open(csv_path, newline="", encoding="utf-8", errors="replace") as fh:
-        reader = csv.reader(fh)
-        header = [c.strip() for c in next(reader, [])]
-        missing = {"emotion", "pixels", "Usage"} - set(header)
-        if missing:
-            raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(sorted(missing))}")
-        ie, ip, iu = header.index("emotion"), header.index("pixels"), header.index("Usage")
-        for line_no, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) < len(header):
-                raise DatasetError(f"{csv_path} line {line_no}: {len(row)} fields, expected {len(header)}")
-            usage = row[iu].strip()
-            if usage not in CSV_USAGE_TO_SPLIT:
-                raise DatasetError(
-                    f"{csv_path} line {line_no}: Usage '{usage}' is not one of {', '.join(CSV_USAGE_TO_SPLIT)}"
-                )
-            if usage not in wanted:
-                continue
-            try:
-                label = int(row[ie])
-            except ValueError:
-                raise DatasetError(f"{csv_path} line {line_no}: emotion '{row[ie]}' is not an integer") from None
-            if not 0 <= label < len(EMOTIONS):
-                raise DatasetError(f"{csv_path} line {line_no}: emotion {label} out of range 0..{len(EMOTIONS) - 1}")
-            parts = row[ip].split()
-            if len(parts) != IMAGE_SIZE * IMAGE_SIZE:
-                raise DatasetError(
-                    f"{csv_path} line {line_no}: {len(parts)} pixels, expected {IMAGE_SIZE * IMAGE_SIZE}"
-                )
-            try:
-                px = np.array(parts, dtype=np.int64)
-            except ValueError:
-                raise DatasetError(f"{csv_path} line {line_no}: pixels must be integers 0..255") from None
-            if px.min() < 0 or px.max() > 255:
-                raise DatasetError(f"{csv_path} line {line_no}: pixel values must lie in 0..255")
-            images.append(px.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE))
-            labels.append(label)
-            sources.append(f"{csv_path.name}:{line_no}")
+    for line_no, usage, emotion, pixels in _csv_rows(csv_path):
+        if usage not in wanted:
+            continue
+        try:
+            label = int(emotion)
+        except ValueError:
+            raise DatasetError(f"{csv_path} line {line_no}: emotion '{emotion}' is not an integer") from None
+        if not 0 <= label < len(EMOTIONS):
+            raise DatasetError(f"{csv_path} line {line_no}: emotion {label} out of range 0..{len(EMOTIONS) - 1}")
+        parts = pixels.split()
+        if len(parts) != IMAGE_SIZE * IMAGE_SIZE:
+            raise DatasetError(f"{csv_path} line {line_no}: {len(parts)} pixels, expected {IMAGE_SIZE * IMAGE_SIZE}")
+        try:
+            px = np.array(parts, dtype=np.int64)
+        except ValueError:
+            raise DatasetError(f"{csv_path} line {line_no}: pixels must be integers 0..255") from None
+        if px.min() < 0 or px.max() > 255:
+            raise DatasetError(f"{csv_path} line {line_no}: pixel values must lie in 0..255")
+        images.append(px.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE))
+        labels.append(label)
+        sources.append(f"{csv_path.name}:{line_no}")
     if not images:
         usage = " / ".join(sorted(wanted))
         raise DatasetError(f"split '{split}' is missing: {csv_path} has no rows with Usage {usage}")

@@ -40,7 +40,7 @@ class DetectorUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Detection:
     box: Box
-    score: float = 1.0  # the detector's confidence that this is a face (Haar has none: 1.0)
+    score: float | None = None  # the detector's confidence that this is a face (Haar gives none)
     landmarks: Landmarks | None = None
 
 

@@ -58,7 +58,7 @@ class Face:
     scores: dict[str, float]  # the 7 class probabilities, summing to 1
     confidence: float  # the winning probability
     track_id: int | None = None  # set by the video/webcam tracker
-    face_score: float | None = None  # the detector's confidence that this is a face (None: not detected)
+    face_score: float | None = None  # the detector's confidence that this is a face (None: it gives none)
     landmarks: Landmarks | None = None  # eyes, nose, mouth corners, where the detector gives them
 
     @classmethod
@@ -69,13 +69,13 @@ class Face:
         k = int(p.argmax())
         return cls(box=tuple(int(v) for v in box), label=classes[k],
                    scores={c: float(v) for c, v in zip(classes, p, strict=True)}, confidence=float(p[k]),
-                   track_id=track_id, face_score=detection.score if detection and detection.landmarks else None,
+                   track_id=track_id, face_score=detection.score if detection else None,
                    landmarks=detection.landmarks if detection else None)
 
     @property
     def detection(self) -> Detection:
         """Where the face is, as the detector said it (the crop and the heat map are cut from this)."""
-        return Detection(self.box, 1.0 if self.face_score is None else self.face_score, self.landmarks)
+        return Detection(self.box, self.face_score, self.landmarks)
 
     def to_dict(self) -> dict:
         x, y, w, h = self.box

@@ -172,17 +172,3 @@ def analyse_video(source: str | os.PathLike | BinaryIO, recognizer: Recognizer, 
                        truncated=clip.truncated,
                        preview=draw_faces(shown.rgb, shown.faces, order="rgb") if shown else None,
                        preview_time=shown.time_s if shown else 0.0)
-
-
-def write_test_video(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 10, codec: str = "mpeg4") -> None:
-    """Gray or RGB frames -> a small video file (used by tests and the benchmark)."""
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        h, w = frames[0].shape[:2]
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for img in frames:
-            rgb = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)

@@ -1,0 +1,52 @@
+"""The data a run trains and is judged on: load, clean, carve the validation slice, subset.
+
+This is the only place the validation slice is drawn. Training holds it out, and everything
+that later scores a run on "its" validation slice (``evaluate --split val``, choosing an
+ensemble, shipping) rebuilds it from the run's saved settings through ``prepare``, so every
+figure is taken on exactly the images that run never trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fer_core.data.cleaning import CleaningReport, clean_train
+from fer_core.data.dataset import Split, load_held_out, load_split, per_class_subset, stratified_split, validate_dataset
+
+VAL_FRACTION = 0.1
+"""Share of train/ held out for validation when the data has no val split."""
+
+
+@dataclass
+class PreparedData:
+    train: Split
+    val: Split
+    test: Split | None
+    cleaning: CleaningReport | None
+
+
+def prepare(data: str, *, seed: int = 0, val_seed: int | None = None, val_fraction: float = VAL_FRACTION,
+            clean: bool = True, subset: int | None = None) -> PreparedData:
+    """Load, clean (against val/test, so nothing leaks), carve validation (stratified, drawn with
+    ``val_seed``, else ``seed``), then take ``subset`` images per class (drawn with ``seed``)."""
+    splits = validate_dataset(data)
+    train = load_split(data, "train")
+    held = load_held_out(data, splits)
+    val, test = held.get("val"), held.get("test")
+    report = None
+    if clean:
+        train, report = clean_train(train, list(held.values()))
+    if val is None:
+        train, val = stratified_split(train, val_fraction, seed if val_seed is None else val_seed)
+    if subset:
+        train = per_class_subset(train, subset, seed)
+        val = per_class_subset(val, max(1, subset // 4), seed)
+    return PreparedData(train, val, test, report)
+
+
+def validation_slice(data: str, run_settings: dict | None = None) -> Split:
+    """The validation slice a run held out of ``data``, from the run's saved training settings
+    (``config.json``'s ``train``); without them, the default run's (seed 0)."""
+    keys = ("seed", "val_seed", "val_fraction", "clean", "subset")
+    settings = {k: v for k, v in (run_settings or {}).items() if k in keys}
+    return prepare(data, **settings).val
