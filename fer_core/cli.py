@@ -15,7 +15,7 @@ def bench(argv: list[str] | None = None) -> int:
     if "--pipeline" in args:
         from fer_core.recognition.pipeline_bench import main
 
-        return main()
+        return main([a for a in args if a != "--pipeline"])
     from fer_core.evaluation.bench import main
 
     return main(args)

@@ -20,3 +20,14 @@ def test_bench_table_for_the_tiny_model(monkeypatch: pytest.MonkeyPatch, capsys:
     out = capsys.readouterr().out
     assert "| tiny |" in out and "precision fp32" in out
     assert calls == [128, 256, 1]  # training batch, inference batch 256, batch 1
+
+
+def test_fer_bench_dispatches_to_the_pipeline_bench(capsys: pytest.CaptureFixture) -> None:
+    from fer_core.cli import bench as fer_bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        fer_bench(["--pipeline", "--help"])
+    assert exit_info.value.code == 0 and "fer-bench --pipeline" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        fer_bench(["--help"])
+    assert "usage: fer-bench [-h] [--arch" in capsys.readouterr().out

@@ -195,9 +195,15 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="fer-bench --pipeline", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", default=None, help="the classifier to time (default: the active model)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="how long to time each case")
+    args = ap.parse_args(argv)
     try:
-        rows, about = run()
+        rows, about = run(Path(args.weights) if args.weights else None, seconds=args.seconds)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
