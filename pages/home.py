@@ -6,7 +6,7 @@ import streamlit as st
 
 from fer_core import EMOTIONS
 from fer_core.models.active import accurate_weights, active_weights, shipped_models
-from fer_core.models.card import load_card
+from fer_core.models.card import TestMetrics, load_card
 from fer_core.runs.app_settings import training_allowed
 
 st.title("fer — facial emotion recognition")
@@ -27,14 +27,16 @@ def show_model(title: str, weights: Path) -> None:
     if card is None:
         st.warning(f"No model card for `{weights}`. Train one on the Training page or with `python train.py`.")
         return
-    test = card.get("test", {})
+    test = card.test or TestMetrics()
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Architecture", card.get("arch", "?"))
-    c2.metric("Test accuracy", f"{test['accuracy'] * 100:.1f}%" if "accuracy" in test else "—")
-    c3.metric("Macro-F1", f"{test['macro_f1']:.3f}" if "macro_f1" in test else "—")
-    c4.metric("Parameters", f"{card['params'] / 1e6:.2f} M" if card.get("params") else "—")
-    st.caption(f"Weights: `{weights}` · trained {card.get('date', 'in a run')} · "
-               f"scored on {test.get('n', '?')} images of the {test.get('split', 'test')} split")
+    members = card.ensemble_members  # the full list is long for a metric: in its tooltip and the table below
+    c1.metric("Architecture", f"ensemble of {len(members)}" if members else card.architecture,
+              help=card.architecture if members else None)
+    c2.metric("Test accuracy", f"{test.accuracy * 100:.1f}%" if test.accuracy is not None else "—")
+    c3.metric("Macro-F1", f"{test.macro_f1:.3f}" if test.macro_f1 is not None else "—")
+    c4.metric("Parameters", f"{card.params / 1e6:.2f} M" if card.params else "—")
+    st.caption(f"Weights: `{weights}` · trained {card.date or 'in a run'} · "
+               f"scored on {test.n if test.n is not None else '?'} images of the {test.split or 'test'} split")
 
 
 live, accurate = active_weights(), accurate_weights()
@@ -45,11 +47,12 @@ else:
     show_model("Live video (webcam, video files)", live)
 
 shipped = {name: load_card(path) for name, path in shipped_models().items()}
-rows = [{"model": name, "architecture": c["arch"], "test accuracy": f"{c['test']['accuracy'] * 100:.1f}%",
-         "with TTA": f"{c['test_tta']['accuracy'] * 100:.1f}%" if "test_tta" in c else "—",
-         "macro-F1": f"{c['test']['macro_f1']:.3f}", "parameters": f"{c['params'] / 1e6:.2f} M",
-         "ms per face": f"{c['latency']['latency_b1_ms']:.2f}" if "latency" in c else "—"}
-        for name, c in shipped.items() if c and "test" in c]
+rows = [{"model": name, "architecture": c.architecture, "test accuracy": f"{c.test.accuracy * 100:.1f}%",
+         "with TTA": f"{c.test_tta.accuracy * 100:.1f}%" if c.test_tta and c.test_tta.accuracy is not None else "—",
+         "macro-F1": f"{c.test.macro_f1:.3f}" if c.test.macro_f1 is not None else "—",
+         "parameters": f"{c.params / 1e6:.2f} M" if c.params else "—",
+         "ms per face": f"{c.latency.latency_b1_ms:.2f}" if c.latency else "—"}
+        for name, c in shipped.items() if c and c.test and c.test.accuracy is not None]
 if rows:
     st.subheader("Shipped models, side by side")
     st.dataframe(rows, hide_index=True, width="stretch")

@@ -23,7 +23,7 @@ from fer_core.evaluation.cache import cached_evaluate, weights_hash
 from fer_core.evaluation.calibration import reliability
 from fer_core.evaluation.evaluate import Evaluation
 from fer_core.models.active import accurate_weights, shipped_models
-from fer_core.models.card import load_card
+from fer_core.models.card import ModelCard, load_card
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.training.history import read_history
 
@@ -239,7 +239,7 @@ def show_calibration(ev: Evaluation) -> None:
     c2.plotly_chart(fig, width="stretch")
 
 
-def show_training(weights: Path, card: dict | None) -> None:
+def show_training(weights: Path, card: ModelCard | None) -> None:
     run = weights.parent
     rows = read_history(run) if weights.name == "model.safetensors" else []
     if rows:
@@ -261,33 +261,33 @@ def show_training(weights: Path, card: dict | None) -> None:
             st.json(config, expanded=False)
         except (OSError, ValueError):
             st.caption("This run has no readable config.json.")
-    elif card and card.get("config"):
+    elif card and card.config:
         st.caption("The shipped model's training configuration (from its model card):")
-        st.json(card["config"], expanded=False)
-        if card.get("train_command"):
-            st.code(card["train_command"], language="bash")
+        st.json(card.config, expanded=False)
+        if card.train_command:
+            st.code(card.train_command, language="bash")
     else:
         st.caption("No training history is stored with this model.")
 
 
-def show_stored(card: dict | None, weights: Path) -> None:
+def show_stored(card: ModelCard | None, weights: Path) -> None:
     """The metrics the model card stored: all we can show without the images."""
-    test = (card or {}).get("test") or {}
-    if not test.get("per_class"):
+    test = card.test if card else None
+    if test is None or not test.per_class:
         st.warning(f"No stored metrics for `{weights}` either.")
         return
     st.subheader("Stored metrics (from the model card)")
     c1, c2, c3 = st.columns(3)
-    c1.metric("Accuracy", f"{test['accuracy'] * 100:.2f}%")
-    c2.metric("Macro-F1", f"{test['macro_f1']:.4f}")
-    c3.metric("Images", f"{test.get('n', '?')}")
-    pc = test["per_class"]
-    df = pd.DataFrame([{"precision": pc[c]["precision"], "recall": pc[c]["recall"], "f1-score": pc[c]["f1"],
-                        "support": pc[c]["support"]} for c in EMOTIONS], index=list(EMOTIONS))
+    c1.metric("Accuracy", f"{test.accuracy * 100:.2f}%" if test.accuracy is not None else "—")
+    c2.metric("Macro-F1", f"{test.macro_f1:.4f}" if test.macro_f1 is not None else "—")
+    c3.metric("Images", f"{test.n if test.n is not None else '?'}")
+    pc = test.per_class
+    df = pd.DataFrame([{"precision": pc[c].precision, "recall": pc[c].recall, "f1-score": pc[c].f1,
+                        "support": pc[c].support} for c in EMOTIONS], index=list(EMOTIONS))
     show_report(df)
-    if test.get("confusion_matrix"):
+    if test.confusion_matrix:
         mode = st.radio("Show", ["counts", "row-normalised"], horizontal=True, key="cm_mode_stored")
-        st.plotly_chart(confusion_figure(np.array(test["confusion_matrix"]), mode == "row-normalised", None),
+        st.plotly_chart(confusion_figure(np.array(test.confusion_matrix), mode == "row-normalised", None),
                         width="stretch")
 
 

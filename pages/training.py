@@ -1,13 +1,16 @@
 """Training: launch a run in the background, watch it live, resume a stopped one, compare runs, promote one.
 
-The page never trains anything itself: ``fer_core.runs.manager`` starts a detached worker process
-and this page only reads run folders, so it stays responsive and a run survives the tab.
+The page never trains anything itself: ``fer_core.runs.launcher`` starts a detached worker process
+and this page only reads run folders (``fer_core.runs.store``), so it stays responsive and a run
+survives the tab.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -20,22 +23,13 @@ from fer_core.models.active import DEFAULT_WEIGHTS, accurate_weights, active_wei
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.models.zoo import describe, single_models
 from fer_core.runs.app_settings import AppSettings, SettingsError, load_settings
-from fer_core.runs.manager import (
-    ACTIVE_STATES,
-    Run,
-    RunError,
-    cancel_run,
-    check_config,
-    current_lock,
-    estimate,
-    list_runs,
-    load_run,
-    promote,
-    read_history,
-    restore_default,
-    resume_run,
-    start_run,
-)
+from fer_core.runs.control import cancel_run, promote, restore_default
+from fer_core.runs.duration import estimate
+from fer_core.runs.errors import RunError
+from fer_core.runs.launcher import check_config, resume_run, start_run
+from fer_core.runs.lock import current_lock
+from fer_core.runs.store import Run, list_runs, load_run
+from fer_core.training.history import ACTIVE_STATES, read_history
 from fer_core.training.loop import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
 
 REFRESH_S = 1.5
@@ -155,6 +149,22 @@ def live_section(runs: list[Run]) -> None:
 # --------------------------------------------------------------------------- launcher
 
 
+def launch_problems(cfg: TrainConfig, settings: AppSettings) -> list[str]:
+    """``check_config``, asked again only when the launch settings (or the data path's timestamp)
+    change: ``TrainConfig.validate`` reads the data (all of fer2013.csv), and the page reruns on
+    every click anywhere on it. Start checks afresh anyway (``start_run``)."""
+    try:
+        data_stamp: int | None = os.stat(cfg.data).st_mtime_ns
+    except (OSError, ValueError):
+        data_stamp = None
+    key = repr((asdict(cfg), settings, data_stamp))
+    cached = st.session_state.get("launch-check")
+    if cached is None or cached[0] != key:
+        cached = (key, check_config(cfg, settings))
+        st.session_state["launch-check"] = cached
+    return list(cached[1])
+
+
 def launcher(settings: AppSettings, runs: list[Run]) -> None:
     st.subheader("Launch a run")
     data = st.text_input("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv", value=str(default_data_path()),
@@ -187,7 +197,7 @@ def launcher(settings: AppSettings, runs: list[Run]) -> None:
     cfg = TrainConfig(data=data.strip(), arch=arch, optimizer=optimizer, lr=lr, epochs=int(epochs),
                       batch_size=int(batch), subset=int(subset) or None, seed=int(seed), schedule=schedule,
                       augment=bool(augment))
-    problems = lr_problems + [p for p in check_config(cfg, settings)
+    problems = lr_problems + [p for p in launch_problems(cfg, settings)
                               if not (lr_problems and p.startswith("learning rate"))]
     busy = current_lock()
     if problems:
@@ -266,6 +276,8 @@ def resume_section(runs: list[Run], settings: AppSettings) -> None:
     done = len(read_history(choice.path))
     c1.caption(f"{choice.status} after epoch {done} of {choice.config.get('epochs', '?')}: it goes on from there "
                "with its own settings, and ends exactly as if it had never stopped.")
+    if choice.status == "failed" and choice.error:  # e.g. a resume that could not go on: say why before a retry
+        c1.warning(f"{STATUS_ICONS['failed']} The last attempt failed: {choice.error}")
     busy = current_lock()
     if c2.button("Resume", key="resume", disabled=busy is not None):
         try:

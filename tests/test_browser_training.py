@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fer_core.runs import manager as runs
+from fer_core.common.process import pid_alive
+from fer_core.runs.control import cancel_run
+from fer_core.runs.lock import current_lock, read_lock
+from fer_core.runs.store import load_run
 from tests.browser_support import screenshot, wait_ready
 from tests.conftest import write_folder_dataset
 
@@ -47,26 +50,26 @@ def test_start_watch_and_cancel_a_run(tiny_env: Path, app_url: str, chromium) ->
         page.get_by_role("button", name="Start training").click()
         page.get_by_text("Run in progress").wait_for(timeout=30_000)
         page.get_by_text(re.compile(r"epoch \d+/100 · step")).first.wait_for(timeout=90_000)
-        lock = runs.read_lock()
-        assert lock and runs.pid_alive(lock["pid"])
+        lock = read_lock()
+        assert lock and pid_alive(lock["pid"])
         time.sleep(2)  # let a few refreshes of the live curves land
         screenshot(page, "training-running", doc="training")
         page.get_by_role("button", name="Cancel this run").click()
         page.get_by_text(re.compile(r"ended: cancelled")).first.wait_for(timeout=60_000)
         wait_ready(page)
         screenshot(page, "training-cancelled")
-        run = runs.load_run(Path(lock["run"]))
+        run = load_run(Path(lock["run"]))
         assert run.status == "cancelled" and run.config["arch"] == "tiny" and run.config["epochs"] == 100
-        assert runs.read_lock() is None  # released before the page said "ended"
+        assert read_lock() is None  # released before the page said "ended"
         deadline = time.monotonic() + 20  # the interpreter itself may take a moment to exit
-        while runs.pid_alive(lock["pid"]) and time.monotonic() < deadline:
+        while pid_alive(lock["pid"]) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not runs.pid_alive(lock["pid"])
+        assert not pid_alive(lock["pid"])
         assert page.get_by_role("button", name="Start training").is_enabled()
     finally:
-        held = runs.current_lock()  # never leave a worker behind, whatever failed above
+        held = current_lock()  # never leave a worker behind, whatever failed above
         if held and held.get("run"):
-            runs.cancel_run(wait_s=20)
+            cancel_run(wait_s=20)
         page.close()
 
 

@@ -1,5 +1,6 @@
 """Choosing the shipped ensemble: every shippable subset of runs, scored on validation exactly as
-the shipped file would score there, best first; runs that cannot be compared are refused."""
+the shipped file would score there, best first; runs that cannot be compared are refused. Any
+subset is an ensemble (no registry of them), so two tiny runs make one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 
 from fer_core.evaluation.evaluate import evaluate
 from fer_core.models import checkpoint
-from fer_core.models import zoo as models
 from fer_core.models.checkpoint import load_checkpoint, round_to_storage, stored_bytes
 from fer_core.runs import ship
 from fer_core.tools import choose_ensemble
@@ -29,20 +29,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
                   for seed in (0, 1)]
 
 
-@pytest.fixture
-def tiny_pair(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(models.ENSEMBLES, "tiny_x2", ("tiny", "tiny"))
-    monkeypatch.setitem(models._REGISTRY, "tiny_x2",
-                        lambda n: models.Ensemble([models.create_model("tiny", n) for _ in range(2)]))
-
-
-def test_every_subset_is_scored_as_its_shipped_file_scores_on_validation(runs, tiny_pair) -> None:
+def test_every_subset_is_scored_as_its_shipped_file_scores_on_validation(runs) -> None:
     data, (a, b) = runs
     found = choose_ensemble.candidates([a, b], str(data))
     assert sorted(c.runs for c in found) == sorted([(a,), (b,), (a, b)])
     assert [(-c.tta_accuracy, c.params) for c in found] == sorted((-c.tta_accuracy, c.params) for c in found)
     pair = next(c for c in found if len(c.runs) == 2)
-    assert pair.arch == "tiny_x2" and pair.params == 2 * found[0].params
+    assert pair.members == ("tiny", "tiny") and pair.params == 2 * found[0].params
     assert {c.storage for c in found} == {"float16"}
     model, _ = ship.build_model(list(pair.runs))
     round_to_storage(model, "float16")
@@ -52,14 +45,14 @@ def test_every_subset_is_scored_as_its_shipped_file_scores_on_validation(runs, t
     assert evaluate(model, val, tta=True).accuracy == pair.tta_accuracy
 
 
-def test_a_subset_too_big_to_ship_is_not_a_candidate(runs, tiny_pair, monkeypatch) -> None:
+def test_a_subset_too_big_to_ship_is_not_a_candidate(runs, monkeypatch) -> None:
     data, (a, b) = runs
     monkeypatch.setattr(checkpoint, "SHIPPED_FILE_LIMIT", stored_bytes(load_checkpoint(a)[0], "int8"))
     found = choose_ensemble.candidates([a, b], str(data))
     assert sorted(c.runs for c in found) == [(a,), (b,)] and {c.storage for c in found} == {"int8"}
 
 
-def test_a_subset_too_big_for_float16_is_scored_as_its_int8_file(runs, tiny_pair, monkeypatch) -> None:
+def test_a_subset_too_big_for_float16_is_scored_as_its_int8_file(runs, monkeypatch) -> None:
     data, (a, b) = runs
     one = load_checkpoint(a)[0]
     pair, _ = ship.build_model([a, b])
@@ -75,7 +68,7 @@ def test_a_subset_too_big_for_float16_is_scored_as_its_int8_file(runs, tiny_pair
     assert evaluate(pair, val, tta=True).accuracy == found[(a, b)].tta_accuracy
 
 
-def test_the_command_line_names_the_winner_and_its_ship_command(runs, tiny_pair, capsys) -> None:
+def test_the_command_line_names_the_winner_and_its_ship_command(runs, capsys) -> None:
     data, (a, b) = runs
     assert choose_ensemble.main([str(a), str(b), "--data", str(data)]) == 0
     best = choose_ensemble.candidates([a, b], str(data))[0]
@@ -100,7 +93,7 @@ def test_a_folder_that_is_not_a_run_is_refused(runs, tmp_path: Path, capsys) -> 
     assert "not a training run folder" in capsys.readouterr().err
 
 
-def test_a_second_comparison_reuses_each_runs_cached_probabilities(runs, tiny_pair, monkeypatch) -> None:
+def test_a_second_comparison_reuses_each_runs_cached_probabilities(runs, monkeypatch) -> None:
     data, (a, b) = runs
     first = choose_ensemble.candidates([a, b], str(data))
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from fer_core.common.device import autocast
 from fer_core.models.inference import CHUNK, StridedMaxPool2x2, for_inference
-from fer_core.models.zoo import create_model, single_models
+from fer_core.models.zoo import ModelConfig, create_model, single_models
 
 
 def _trained_looking(model: nn.Module) -> nn.Module:
@@ -24,10 +24,15 @@ def _trained_looking(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", [*single_models(), "fernet_s_x2"])
+def _build(name: str) -> nn.Module:
+    """A registered network, or "ensemble": two fernet_s averaged."""
+    return ModelConfig.ensemble(["fernet_s", "fernet_s"]).create() if name == "ensemble" else create_model(name)
+
+
+@pytest.mark.parametrize("name", [*single_models(), "ensemble"])
 @torch.no_grad()
 def test_the_inference_network_computes_the_same_function(name: str) -> None:
-    model = _trained_looking(create_model(name))
+    model = _trained_looking(_build(name))
     fast = for_inference(model)
     x = torch.rand(8, 1, 48, 48, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
@@ -37,7 +42,7 @@ def test_the_inference_network_computes_the_same_function(name: str) -> None:
 
 @torch.inference_mode()
 def test_bf16_weights_give_exactly_what_autocast_gives() -> None:
-    model = _trained_looking(create_model("fernet_s_x2"))
+    model = _trained_looking(_build("ensemble"))
     fast, stored = for_inference(model), for_inference(model, "bf16")
     assert all(p.dtype == torch.bfloat16 for p in stored.parameters())
     x = torch.rand(4, 1, 48, 48, generator=torch.Generator().manual_seed(2))

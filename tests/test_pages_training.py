@@ -10,13 +10,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from fer_core.common.paths import runs_dir
+from fer_core.common.process import pid_alive
 from fer_core.models.active import DEFAULT_WEIGHTS, active_weights
-from fer_core.runs import manager as runs
+from fer_core.runs.lock import read_lock
+from fer_core.runs.store import LAUNCH_NAME, load_run
 from fer_core.training.loop import TrainConfig
 from fer_core.training.resume import STATE_FILE
 from fer_core.training.study import Cell, StudyConfig, write_summary
 from tests.conftest import write_folder_dataset
-from tests.test_runs import dead_pid, fake_run
+from tests.test_runs import dead_pid, failed_resume, fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,6 +122,30 @@ def test_no_resume_section_without_a_stopped_run(tiny_data: Path) -> None:
     assert not [s for s in at.subheader if s.value == "Resume a stopped run"]
 
 
+def test_a_failed_resume_is_shown_with_its_reason(tiny_data: Path) -> None:
+    run = failed_resume()
+    at = training_page()
+    table = at.dataframe[0].value
+    assert "failed" in table["status"][0] and "saved training state is unreadable" in table["error"][0]
+    assert at.selectbox(key="resume-run").options == [run.name]  # it may be tried again
+    assert any("The last attempt failed" in w.value and "unreadable" in w.value for w in at.warning)
+
+
+def test_settings_are_validated_when_they_change_not_on_every_rerun(tiny_data: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TrainConfig.validate`` reads the data set; clicks elsewhere on the page must not repeat it."""
+    calls = []
+    validate = TrainConfig.validate
+    monkeypatch.setattr(TrainConfig, "validate", lambda cfg: calls.append(cfg.epochs) or validate(cfg))
+    at = training_page()
+    assert len(calls) == 1
+    at.run()
+    at.button(key="restore").click().run()
+    assert len(calls) == 1
+    at.number_input(key="epochs").set_value(2).run()
+    assert calls == [1, 2] and not at.error
+
+
 @pytest.mark.slow
 def test_start_watch_and_cancel_from_the_page(tiny_data: Path) -> None:
     at = training_page()
@@ -127,24 +153,24 @@ def test_start_watch_and_cancel_from_the_page(tiny_data: Path) -> None:
     at.number_input(key="epochs").set_value(100).run()
     at.button(key="start").click().run()
     assert not at.exception and not at.error
-    lock = runs.read_lock()
-    assert lock and runs.pid_alive(lock["pid"])
+    lock = read_lock()
+    assert lock and pid_alive(lock["pid"])
     out = Path(lock["run"])
-    assert out.parent == runs_dir() and (out / runs.LAUNCH_NAME).is_file()
+    assert out.parent == runs_dir() and (out / LAUNCH_NAME).is_file()
     assert at.button(key="start").disabled  # one run at a time
     assert any("A run is in progress" in i.value for i in at.info)
     deadline = time.monotonic() + 60
-    while runs.load_run(out).progress.get("status") != "running" and time.monotonic() < deadline:
+    while load_run(out).progress.get("status") != "running" and time.monotonic() < deadline:
         time.sleep(0.3)
     at.run()
     assert at.get("progress") and "epoch" in at.get("progress")[0].proto.text
     at.button(key="cancel").click().run()
     assert any("Cancel sent" in w.value for w in at.warning)
     deadline = time.monotonic() + 30
-    while runs.pid_alive(lock["pid"]) and time.monotonic() < deadline:
+    while pid_alive(lock["pid"]) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert runs.load_run(out).status == "cancelled"
-    assert runs.read_lock() is None
+    assert load_run(out).status == "cancelled"
+    assert read_lock() is None
     at.run()
     assert "cancelled" in at.dataframe[0].value["status"][0]
     assert not at.button(key="start").disabled

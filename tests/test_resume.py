@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from fer_core.runs.manager import read_history
+from fer_core.training.history import read_history
 from fer_core.training.loop import TrainingError, resume, train
 from fer_core.training.resume import STATE_FILE
 from tests.conftest import write_folder_dataset

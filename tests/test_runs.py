@@ -1,4 +1,5 @@
-"""The run manager: lock, stale lock, cancel, promote, and what a crash leaves behind.
+"""Running training from the app (``fer_core.runs``: store, launcher, lock, control): the lock, a stale
+lock, cancel, promote, and what a crash leaves behind.
 
 The slow tests start the real worker process (``python -m fer_core.runs.worker``) on a tiny
 generated data set and then cancel it or ``kill -9`` it.
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,12 +22,30 @@ import pytest
 
 from fer_core.common.atomic import write_json
 from fer_core.common.paths import runs_dir
+from fer_core.common.process import pid_alive
 from fer_core.models.active import DEFAULT_WEIGHTS, active_weights
 from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
 from fer_core.models.zoo import ModelConfig, create_model
-from fer_core.runs import manager as runs
 from fer_core.runs.app_settings import AppSettings
+from fer_core.runs.control import cancel_run, promote, restore_default
+from fer_core.runs.duration import STARTUP_SECONDS, estimate
+from fer_core.runs.errors import RunBusy, RunError
+from fer_core.runs.launcher import LOG_NAME, resume_run, start_run
+from fer_core.runs.lock import (
+    LOCK_NAME,
+    HeldLock,
+    acquire,
+    current_lock,
+    holder_alive,
+    identity,
+    lock_path,
+    read_lock,
+    release_lock,
+)
+from fer_core.runs.store import LAUNCH_NAME, list_runs, load_run
+from fer_core.training.history import read_history
 from fer_core.training.loop import TrainConfig, TrainingError
+from fer_core.training.resume import STATE_FILE
 from tests.conftest import write_folder_dataset
 
 
@@ -71,33 +92,123 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def test_pid_alive_sees_dead_and_live_processes() -> None:
-    assert runs.pid_alive(os.getpid())
-    assert not runs.pid_alive(dead_pid())
-    assert not runs.pid_alive(None) and not runs.pid_alive("12") and not runs.pid_alive(-1)
+    assert pid_alive(os.getpid())
+    assert not pid_alive(dead_pid())
+    assert not pid_alive(None) and not pid_alive("12") and not pid_alive(-1)
 
 
 def test_live_lock_refuses_a_second_start(tiny_data: Path) -> None:
-    write_json(runs.lock_path(), {"pid": os.getpid(), "run": str(runs_dir() / "other")})
-    with pytest.raises(runs.RunBusy, match="already in progress"):
-        runs.start_run(tiny_cfg(tiny_data))
-    assert runs.read_lock()["pid"] == os.getpid()  # the holder's lock is untouched
-    assert [p.name for p in runs_dir().iterdir()] == [runs.LOCK_NAME]  # and no run folder was made
+    write_json(lock_path(), {"pid": os.getpid(), "run": str(runs_dir() / "other")})
+    with pytest.raises(RunBusy, match="already in progress"):
+        start_run(tiny_cfg(tiny_data))
+    assert read_lock()["pid"] == os.getpid()  # the holder's lock is untouched
+    assert [p.name for p in runs_dir().iterdir()] == [LOCK_NAME]  # and no run folder was made
 
 
 @pytest.mark.parametrize("content", ["dead", "garbage"])
 def test_stale_or_corrupt_lock_is_cleared(content: str) -> None:
-    runs.lock_path().parent.mkdir(parents=True, exist_ok=True)
-    runs.lock_path().write_text(json.dumps({"pid": dead_pid(), "run": "x"}) if content == "dead" else "{not json")
-    assert runs.current_lock() is None
-    assert not runs.lock_path().exists()
+    lock_path().parent.mkdir(parents=True, exist_ok=True)
+    lock_path().write_text(json.dumps({"pid": dead_pid(), "run": "x"}) if content == "dead" else "{not json")
+    assert current_lock() is None
+    assert not lock_path().exists()
 
 
 def test_release_lock_only_by_its_holder() -> None:
-    write_json(runs.lock_path(), {"pid": os.getpid(), "run": "x"})
-    runs.release_lock(os.getpid() + 1)
-    assert runs.lock_path().exists()
-    runs.release_lock(os.getpid())
-    assert not runs.lock_path().exists()
+    write_json(lock_path(), {"pid": os.getpid(), "run": "x"})
+    release_lock(os.getpid() + 1)
+    assert lock_path().exists()
+    release_lock(os.getpid())
+    assert not lock_path().exists()
+
+
+def sleeper(**kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw)
+
+
+def test_a_reused_pid_does_not_look_like_the_holder() -> None:
+    """The lock names a PID that now belongs to another process (started later): stale, not busy."""
+    bystander = sleeper()
+    try:
+        real = identity(bystander.pid)
+        assert real["started"] is not None and holder_alive(real)
+        write_json(lock_path(), {**real, "started": real["started"] - 1, "run": str(runs_dir() / "a")})
+        assert not holder_alive(read_lock())
+        with pytest.raises(RunError, match="no launched run"):
+            cancel_run()
+        assert current_lock() is None and not lock_path().exists()
+        assert bystander.poll() is None  # never signalled
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_concurrent_starts_take_the_lock_once() -> None:
+    """Many starts at the same moment over a stale lock: exactly one gets it (no check-then-create race)."""
+    write_json(lock_path(), {"pid": dead_pid(), "run": "crashed"})
+    barrier = threading.Barrier(8)
+    won: list[HeldLock] = []
+    refused: list[str] = []
+
+    def start(i: int) -> None:
+        barrier.wait()
+        try:
+            won.append(acquire({**identity(), "run": f"run-{i}"}, wait_s=5))
+        except RunBusy as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == 7
+    assert all("already in progress (run-" in m for m in refused)  # each names the run that won
+    assert current_lock()["run"] == read_lock()["run"] != "crashed"
+    won[0].release()
+    assert current_lock() is None and not lock_path().exists()
+
+
+HOLD = """
+import os, sys, time
+from filelock import lock_descriptor
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+assert lock_descriptor(fd, blocking=False)
+os.write(fd, b"{not a record yet")
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_os_lock_is_never_taken_from_a_live_holder_and_dies_with_it() -> None:
+    """A holder whose record is unreadable still holds the lock; killed with -9, it holds nothing."""
+    lock_path().parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock_path())], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunBusy, match="busy; try again"):
+            acquire({**identity(), "run": "mine"}, wait_s=0.3)
+        assert current_lock() is None and lock_path().exists()  # stale-looking, but held: not removed
+    finally:
+        holder.kill()
+        holder.wait()
+    acquire({**identity(), "run": "mine"}, wait_s=0).release()  # the OS freed it with the holder
+
+
+def test_the_lock_is_handed_to_the_process_that_inherits_it() -> None:
+    """What ``start_run`` does with its worker: the child keeps the lock after the parent lets go."""
+    held = acquire({**identity(), "run": None, "state": "starting"})
+    child = sleeper(pass_fds=(held.fd,))
+    try:
+        held.write({**identity(child.pid), "run": "handed", "state": "running"})
+        held.hand_over()
+        assert current_lock()["pid"] == child.pid
+        with pytest.raises(RunBusy, match=r"already in progress \(handed, PID"):
+            acquire({**identity(), "run": "mine"}, wait_s=0)
+    finally:
+        child.kill()
+        child.wait()
+    assert current_lock() is None  # the holder died: its record is stale and cleared
+    acquire({**identity(), "run": "mine"}, wait_s=0).release()
 
 
 # --------------------------------------------------------------------------- refusing before starting
@@ -105,16 +216,16 @@ def test_release_lock_only_by_its_holder() -> None:
 
 def test_bad_settings_are_refused_before_anything_is_made(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
-        runs.start_run(tiny_cfg(tmp_path / "nowhere"))
+        start_run(tiny_cfg(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="learning rate"):
-        runs.start_run(tiny_cfg(tiny_data, lr=-1.0))
+        start_run(tiny_cfg(tiny_data, lr=-1.0))
     with pytest.raises(ValueError, match="at most 3 epochs"):
-        runs.start_run(tiny_cfg(tiny_data, epochs=5), AppSettings(max_epochs=3))
+        start_run(tiny_cfg(tiny_data, epochs=5), AppSettings(max_epochs=3))
     with pytest.raises(ValueError, match="full data set is not allowed"):
-        runs.start_run(tiny_cfg(tiny_data, subset=None), AppSettings(max_subset=50))
+        start_run(tiny_cfg(tiny_data, subset=None), AppSettings(max_subset=50))
     with pytest.raises(ValueError, match="disabled"):
-        runs.start_run(tiny_cfg(tiny_data), AppSettings(allow_training=False))
-    assert runs.read_lock() is None
+        start_run(tiny_cfg(tiny_data), AppSettings(allow_training=False))
+    assert read_lock() is None
     assert not runs_dir().exists() or not any(runs_dir().iterdir())
 
 
@@ -122,8 +233,8 @@ def test_unwritable_run_folder_gives_a_clear_error(tiny_data: Path, tmp_path: Pa
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(TrainingError, match="cannot write the run folder"):
-        runs.start_run(tiny_cfg(tiny_data, out=str(blocker / "run")))
-    assert runs.read_lock() is None  # the lock is given back
+        start_run(tiny_cfg(tiny_data, out=str(blocker / "run")))
+    assert read_lock() is None  # the lock is given back
 
 
 def test_unwritable_runs_folder_gives_a_clear_error(tiny_data: Path, tmp_path: Path,
@@ -132,15 +243,15 @@ def test_unwritable_runs_folder_gives_a_clear_error(tiny_data: Path, tmp_path: P
     blocker.write_text("")
     monkeypatch.setenv("FER_RUNS_DIR", str(blocker))
     with pytest.raises(TrainingError, match="cannot write the runs folder"):
-        runs.start_run(tiny_cfg(tiny_data))
-    assert runs.list_runs() == []
+        start_run(tiny_cfg(tiny_data))
+    assert list_runs() == []
 
 
 def test_full_disk_is_refused_with_a_clear_error(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runs.shutil, "disk_usage", lambda _: SimpleNamespace(total=10**9, used=10**9, free=2**20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: SimpleNamespace(total=10**9, used=10**9, free=2**20))
     with pytest.raises(TrainingError, match=r"\(nearly\) full: 1 MB free"):
-        runs.start_run(tiny_cfg(tiny_data))
-    assert runs.read_lock() is None
+        start_run(tiny_cfg(tiny_data))
+    assert read_lock() is None
 
 
 # --------------------------------------------------------------------------- listing and status
@@ -150,20 +261,20 @@ def test_list_runs_newest_first_with_interrupted_detected() -> None:
     fake_run("old-finished", "finished", started="2026-01-01T00:00:00+00:00", test_acc=0.5)
     fake_run("mid-crashed", "running", pid=dead_pid(), started="2026-01-02T00:00:00+00:00")
     fake_run("new-failed", "failed", started="2026-01-03T00:00:00+00:00", error="TrainingError: loss became nan")
-    listed = runs.list_runs()
+    listed = list_runs()
     assert [r.name for r in listed] == ["new-failed", "mid-crashed", "old-finished"]
     assert [r.status for r in listed] == ["failed", "interrupted", "finished"]
     assert "loss became nan" in listed[0].error and "died" in listed[1].error
     assert listed[2].test_acc == 0.5 and listed[2].config["optimizer"] == "adam"
-    assert runs.read_history(listed[2].path)[0]["val_acc"] == pytest.approx(0.3)
+    assert read_history(listed[2].path)[0]["val_acc"] == pytest.approx(0.3)
 
 
 def test_estimate_uses_measured_throughput(tiny_data: Path) -> None:
     fake_run("measured", "finished", images_per_s=100.0)
-    est = runs.estimate(tiny_cfg(tiny_data, epochs=10))
+    est = estimate(tiny_cfg(tiny_data, epochs=10))
     assert est.source == "previous runs" and est.images_per_s == 100.0
     assert est.images_per_epoch == 7 * 18  # 20 per class less the 10% validation slice
-    assert est.seconds == pytest.approx(runs.STARTUP_SECONDS + 10 * 126 / 100 + (10 * 14 + 35) / 300)
+    assert est.seconds == pytest.approx(STARTUP_SECONDS + 10 * 126 / 100 + (10 * 14 + 35) / 300)
 
 
 # --------------------------------------------------------------------------- promote / restore
@@ -171,10 +282,10 @@ def test_estimate_uses_measured_throughput(tiny_data: Path) -> None:
 
 def test_promote_finished_run_and_restore_default() -> None:
     done = fake_run("done", "finished")
-    assert runs.promote(done) == (done / "model.safetensors").resolve()
+    assert promote(done) == (done / "model.safetensors").resolve()
     assert active_weights() == (done / "model.safetensors").resolve()
     load_checkpoint(active_weights())
-    runs.restore_default()
+    restore_default()
     assert active_weights() == DEFAULT_WEIGHTS
 
 
@@ -190,15 +301,15 @@ def test_photos_use_the_accurate_model_unless_the_user_promoted_one(tmp_path, mo
     assert active.accurate_weights() == active_weights() == DEFAULT_WEIGHTS
     monkeypatch.delenv("FER_WEIGHTS")
     done = fake_run("mine", "finished")
-    runs.promote(done)
+    promote(done)
     assert active.accurate_weights() == active_weights() == (done / "model.safetensors").resolve()
 
 
 @pytest.mark.parametrize("status", ["running", "cancelled", "failed"])
 def test_promote_refuses_unfinished_runs(status: str) -> None:
     run = fake_run(f"r-{status}", status, pid=dead_pid() if status == "running" else None)
-    with pytest.raises(runs.RunError, match="only a finished run"):
-        runs.promote(run)
+    with pytest.raises(RunError, match="only a finished run"):
+        promote(run)
     assert active_weights() == DEFAULT_WEIGHTS
 
 
@@ -206,23 +317,23 @@ def test_promote_refuses_unfinished_runs(status: str) -> None:
 
 
 def test_cancel_without_a_run_or_of_another_run_is_refused() -> None:
-    with pytest.raises(runs.RunError, match="no launched run"):
-        runs.cancel_run()
-    write_json(runs.lock_path(), {"pid": os.getpid(), "run": str(runs_dir() / "a")})
-    with pytest.raises(runs.RunError, match="is not the run in progress"):
-        runs.cancel_run(runs_dir() / "b")
+    with pytest.raises(RunError, match="no launched run"):
+        cancel_run()
+    write_json(lock_path(), {"pid": os.getpid(), "run": str(runs_dir() / "a")})
+    with pytest.raises(RunError, match="is not the run in progress"):
+        cancel_run(runs_dir() / "b")
 
 
 def test_cancel_never_signals_a_process_that_is_not_a_worker() -> None:
     """PID reuse: the lock names a live process that is not ours; it must survive."""
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        write_json(runs.lock_path(), {"pid": bystander.pid, "run": str(runs_dir() / "a")})
-        with pytest.raises(runs.RunError, match="no longer a training worker"):
-            runs.cancel_run()
+        write_json(lock_path(), {"pid": bystander.pid, "run": str(runs_dir() / "a")})
+        with pytest.raises(RunError, match="no longer a training worker"):
+            cancel_run()
         time.sleep(0.2)
         assert bystander.poll() is None
-        assert runs.read_lock() is None
+        assert read_lock() is None
     finally:
         bystander.kill()
         bystander.wait()
@@ -230,63 +341,63 @@ def test_cancel_never_signals_a_process_that_is_not_a_worker() -> None:
 
 @pytest.mark.slow
 def test_real_run_cancel_keeps_best_checkpoint_and_frees_the_lock(tiny_data: Path) -> None:
-    out = runs.start_run(tiny_cfg(tiny_data, epochs=100))
-    pid = runs.read_lock()["pid"]
-    assert runs.pid_alive(pid) and out.parent == runs_dir()
-    with pytest.raises(runs.RunBusy):
-        runs.start_run(tiny_cfg(tiny_data))
+    out = start_run(tiny_cfg(tiny_data, epochs=100))
+    pid = read_lock()["pid"]
+    assert pid_alive(pid) and out.parent == runs_dir()
+    with pytest.raises(RunBusy):
+        start_run(tiny_cfg(tiny_data))
     wait_for(lambda: (out / "model.safetensors").exists(), 90, "the first checkpoint")
-    assert runs.load_run(out).status == "running"
-    assert runs.cancel_run(out, wait_s=30) == pid
-    assert not runs.pid_alive(pid)
-    run = runs.load_run(out)
+    assert load_run(out).status == "running"
+    assert cancel_run(out, wait_s=30) == pid
+    assert not pid_alive(pid)
+    run = load_run(out)
     assert run.status == "cancelled" and run.has_model
     load_checkpoint(out)
-    assert runs.read_lock() is None  # the worker released it on its way out
-    assert "cancelled; the best checkpoint so far is kept" in (out / runs.LOG_NAME).read_text()
+    assert read_lock() is None  # the worker released it on its way out
+    assert "cancelled; the best checkpoint so far is kept" in (out / LOG_NAME).read_text()
 
 
 @pytest.mark.slow
 def test_kill_9_leaves_a_consistent_state(tiny_data: Path) -> None:
-    runs.promote(fake_run("earlier", "finished"))
+    promote(fake_run("earlier", "finished"))
     before = active_weights()
-    out = runs.start_run(tiny_cfg(tiny_data, epochs=100))
-    pid = runs.read_lock()["pid"]
-    wait_for(lambda: len(runs.read_history(out)) >= 2, 90, "two finished epochs")
+    out = start_run(tiny_cfg(tiny_data, epochs=100))
+    pid = read_lock()["pid"]
+    wait_for(lambda: len(read_history(out)) >= 2, 90, "two finished epochs")
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not runs.pid_alive(pid), 10, "the killed worker to be gone")
+    wait_for(lambda: not pid_alive(pid), 10, "the killed worker to be gone")
     (out / ".history.csv.orphan.tmp").write_text("half")  # as a kill in the middle of a write leaves
-    run = runs.load_run(out)
+    run = load_run(out)
     assert run.status == "interrupted" and "died" in run.error
     load_checkpoint(out)  # the best checkpoint is whole
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written files
     assert json.loads((out / "progress.json").read_text())["status"] == "running"  # readable, just stale
     assert active_weights() == before
     load_checkpoint(active_weights())  # the app's model still loads
-    assert runs.current_lock() is None  # the stale lock is detected and cleared
-    again = runs.start_run(tiny_cfg(tiny_data, epochs=100))  # and a new run may start
-    runs.cancel_run(again, wait_s=30)
+    assert current_lock() is None  # the stale lock is detected and cleared
+    again = start_run(tiny_cfg(tiny_data, epochs=100))  # and a new run may start
+    cancel_run(again, wait_s=30)
 
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_in_the_background_and_finishes(tiny_data: Path) -> None:
-    out = runs.start_run(tiny_cfg(tiny_data, epochs=60))
-    pid = runs.read_lock()["pid"]
-    wait_for(lambda: len(runs.read_history(out)) >= 2, 90, "two finished epochs")
+    out = start_run(tiny_cfg(tiny_data, epochs=60))
+    pid = read_lock()["pid"]
+    wait_for(lambda: len(read_history(out)) >= 2, 90, "two finished epochs")
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not runs.pid_alive(pid), 10, "the killed worker to be gone")
-    run = runs.load_run(out)
+    wait_for(lambda: not pid_alive(pid), 10, "the killed worker to be gone")
+    run = load_run(out)
     assert run.status == "interrupted" and run.resumable
-    with pytest.raises(runs.RunError, match="cannot be resumed"):
-        runs.resume_run(fake_run("done", "finished"))
-    assert runs.resume_run(out) == out
-    with pytest.raises(runs.RunBusy):
-        runs.resume_run(out)  # one run at a time, resumed or new
-    wait_for(lambda: runs.load_run(out).status == "finished", 180, "the resumed run to finish")
-    assert [int(r["epoch"]) for r in runs.read_history(out)] == list(range(1, 61))  # no gap, no repeat
-    assert "resuming" in (out / runs.LOG_NAME).read_text()
-    assert not runs.load_run(out).resumable
-    wait_for(lambda: runs.read_lock() is None, 10, "the worker to release the lock")
+    with pytest.raises(RunError, match="cannot be resumed"):
+        resume_run(fake_run("done", "finished"))
+    assert resume_run(out) == out
+    with pytest.raises(RunBusy):
+        resume_run(out)  # one run at a time, resumed or new
+    wait_for(lambda: load_run(out).status == "finished", 180, "the resumed run to finish")
+    assert [int(r["epoch"]) for r in read_history(out)] == list(range(1, 61))  # no gap, no repeat
+    assert "resuming" in (out / LOG_NAME).read_text()
+    assert not load_run(out).resumable
+    wait_for(lambda: read_lock() is None, 10, "the worker to release the lock")
 
 
 # --------------------------------------------------------------------------- the worker process's own ends
@@ -301,7 +412,7 @@ def test_worker_records_why_it_could_not_start(tmp_path: Path) -> None:
     assert run_worker.main([cfg]) == 1
     progress = json.loads((out / "progress.json").read_text())
     assert progress["status"] == "failed" and "does not exist" in progress["error"]
-    assert runs.load_run(out).status == "failed"
+    assert load_run(out).status == "failed"
 
 
 def test_worker_turns_a_full_disk_into_a_clear_message(tiny_data: Path, tmp_path: Path,
@@ -328,22 +439,52 @@ def test_worker_cancelled_before_training_started(tiny_data: Path, tmp_path: Pat
     run_worker.STOP.set()
     out = tmp_path / "run"
     out.mkdir()
-    write_json(runs.lock_path(), {"pid": os.getpid(), "run": str(out)})
+    write_json(lock_path(), {"pid": os.getpid(), "run": str(out)})
     assert run_worker.main([json.dumps({**vars(tiny_cfg(tiny_data)), "out": str(out)})]) == 0
     assert json.loads((out / "progress.json").read_text())["status"] == "cancelled"
-    assert runs.read_lock() is None  # released by its holder on the way out
+    assert read_lock() is None  # released by its holder on the way out
+
+
+def failed_resume() -> Path:
+    """A cancelled run whose resume fails (its saved state is damaged), as the app's worker runs it."""
+    from fer_core.runs import worker as run_worker
+
+    run = fake_run("20260102-cut", "cancelled", pid=dead_pid())
+    (run / STATE_FILE).write_bytes(b"not safetensors")
+    assert run_worker.main(["--resume", str(run)]) == 1
+    return run
+
+
+def test_a_failed_resume_leaves_the_run_failed_with_the_reason() -> None:
+    run = failed_resume()
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress["status"] == "failed" and "saved training state is unreadable" in progress["error"]
+    info = load_run(run)
+    assert info.status == "failed" and "unreadable" in info.error
+    assert info.config["arch"] == "tiny" and info.resumable  # still described, and may be tried again
+
+
+def test_a_refused_resume_changes_nothing_it_must_not(tmp_path: Path) -> None:
+    from fer_core.runs import worker as run_worker
+
+    done = fake_run("done", "finished")
+    before = (done / "progress.json").read_text()
+    assert run_worker.main(["--resume", str(done)]) == 1
+    assert (done / "progress.json").read_text() == before  # a finished run stays finished
+    assert run_worker.main(["--resume", str(tmp_path)]) == 1
+    assert not (tmp_path / "progress.json").exists()  # not a run folder: nothing written into it
 
 
 def test_a_launched_run_without_progress_is_starting_only_while_its_lock_lives() -> None:
     folder = runs_dir() / "just-launched"
     folder.mkdir(parents=True)
-    write_json(folder / runs.LAUNCH_NAME, {"arch": "tiny"})
-    write_json(runs.lock_path(), {"pid": os.getpid(), "run": str(folder)})
-    assert runs.load_run(folder).status == "starting"
-    write_json(runs.lock_path(), {"pid": os.getpid(), "run": str(runs_dir() / "another")})
-    assert runs.load_run(folder).status == "interrupted"
-    runs.lock_path().unlink()
-    assert runs.load_run(folder).status == "interrupted"
+    write_json(folder / LAUNCH_NAME, {"arch": "tiny"})
+    write_json(lock_path(), {"pid": os.getpid(), "run": str(folder)})
+    assert load_run(folder).status == "starting"
+    write_json(lock_path(), {"pid": os.getpid(), "run": str(runs_dir() / "another")})
+    assert load_run(folder).status == "interrupted"
+    lock_path().unlink()
+    assert load_run(folder).status == "interrupted"
 
 
 # --------------------------------------------------------------------------- deployment settings

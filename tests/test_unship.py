@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_core.models import zoo as models
+from fer_core.models.card import ModelCard
 from fer_core.models.checkpoint import load_checkpoint, round_to_storage
 from fer_core.runs import ship
 from fer_core.tools import unship
@@ -16,12 +16,11 @@ from fer_core.tools.choose_ensemble import candidates
 from fer_core.training.loop import TrainConfig, train
 from tests.conftest import write_folder_dataset
 
-MIXED = "test_tiny_s_tiny"  # slots differ from the run order below, as fernet_lmms's did
+MIXED = ("fernet_s", "tiny", "tiny")  # slots (by architecture name) differ from the run order, as fernet_lmms's did
 
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory):
-    models.register_ensemble(MIXED, ("fernet_s", "tiny", "tiny"), "test only")
     root = tmp_path_factory.mktemp("unship")
     data = write_folder_dataset(root / "fer", {"train": 30, "test": 6})
     runs = [train(TrainConfig(data=str(data), arch=arch, optimizer="adam", lr=0.01, epochs=1, batch_size=32,
@@ -33,9 +32,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ship, "WEIGHTS_DIR", weights_dir)
         card = ship.ship(runs, "accurate", str(data), "python train.py ...", "test machine")
-    yield data, runs, weights_dir / "accurate.safetensors", card
-    for registry in (models.ENSEMBLES, models._REGISTRY, models._DESCRIPTIONS):
-        registry.pop(MIXED)
+    return data, runs, weights_dir / "accurate.safetensors", card
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
@@ -60,7 +57,7 @@ def test_every_network_comes_back_as_the_file_stores_it_in_its_own_folder(shippe
 def test_rebuilt_folders_rank_and_ship_exactly_as_the_shipped_file(shipped, tmp_path: Path, monkeypatch) -> None:
     data, _, weights, card = shipped
     rebuilt = unship.unship(weights, tmp_path / "runs")
-    best = [c for c in candidates(rebuilt, str(data)) if c.arch == MIXED]
+    best = [c for c in candidates(rebuilt, str(data)) if c.members == MIXED]
     assert best and best[0].accuracy == card["val"]["accuracy"]
     assert best[0].tta_accuracy == card["val"]["tta_accuracy"]
     monkeypatch.setattr(ship, "WEIGHTS_DIR", tmp_path)
@@ -92,3 +89,40 @@ def test_a_file_without_a_card_or_costs_gets_a_clear_message(shipped, tmp_path: 
     assert unship.main([str(lone), "--out-dir", str(tmp_path / "runs")]) == 2
     assert "does not record" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_shipped_file_holds_its_members_config_and_the_card_says_ensemble(shipped) -> None:
+    _, _, weights, card = shipped
+    _, cfg = load_checkpoint(weights)
+    assert cfg.arch == "ensemble" and tuple(cfg.members) == MIXED
+    assert card["arch"] == "ensemble" and [c["arch"] for c in card["config"]] == ["tiny", "fernet_s", "tiny"]
+    assert ModelCard.from_dict(card).architecture == "ensemble of fernet_s + 2 tiny"
+
+
+def test_slots_are_matched_to_the_cards_networks_by_architecture() -> None:
+    """The shipped accurate file: slots l, m, m, m, s (its old code); its card lists the runs as shipped."""
+    slots = ["fernet_l", "fernet_m", "fernet_m", "fernet_m", "fernet_s"]
+    trained = ["fernet_m", "fernet_l", "fernet_s", "fernet_m", "fernet_m"]
+    assert unship.slot_sources(slots, trained) == [1, 0, 3, 4, 2]
+    assert unship.slot_sources(["tiny"], ["tiny"]) == [0]
+    with pytest.raises(ValueError, match="the card lists fernet_m \\+ fernet_s but the file holds"):
+        unship.slot_sources(["fernet_m", "fernet_m"], ["fernet_m", "fernet_s"])
+
+
+def test_the_shipped_accurate_model_unships_by_its_old_letter_code(tmp_path: Path) -> None:
+    """weights/accurate.safetensors names its ensemble fernet_lmmms; each slot comes back in the folder of
+    the run the card says trained it, holding exactly that slot's weights."""
+    from fer_core.common.paths import WEIGHTS_DIR
+
+    weights = WEIGHTS_DIR / "accurate.safetensors"
+    if not weights.is_file():
+        pytest.skip("no shipped accurate model")
+    rebuilt = unship.unship(weights, tmp_path)
+    assert [p.name for p in rebuilt] == ["shipped-anneal-fernet_l-seed23", "shipped-gpu-fernet_m-seed32",
+                                         "shipped-gpu2-fernet_m-seed22", "shipped-long-fernet_m",
+                                         "shipped-ens-fernet_s-seed3"]
+    model, _ = load_checkpoint(weights)
+    for slot, folder in zip(model.members, rebuilt, strict=True):
+        got, expected = _state(folder), slot.state_dict()
+        assert all(torch.equal(got[k], expected[k]) for k in expected), folder.name
+        assert json.loads((folder / "config.json").read_text())["model"]["arch"] in folder.name

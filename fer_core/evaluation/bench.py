@@ -1,6 +1,6 @@
 """Speed of every registered architecture on this machine: the figures in the README come from here.
 
-    fer-bench [--arch NAME ...] [--precision auto|fp32|bf16]
+    fer-bench [--arch NAME ...] [--weights FILE ...] [--precision auto|fp32|bf16]
     fer-bench --pipeline        # the whole recognition pipeline (fer_core.recognition.pipeline_bench)
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from fer_core.common.device import autocast, cpu_name, resolve_precision
+from fer_core.models.checkpoint import load_checkpoint
 from fer_core.models.inference import for_inference
 from fer_core.models.zoo import count_macs, count_params, create_model, single_models
 
@@ -62,12 +63,21 @@ def inference_speed(model: torch.nn.Module, precision: str) -> tuple[float, floa
 
 
 def bench_arch(name: str, precision: str, batch: int = 128) -> dict:
+    return bench_model(name, create_model(name), precision, batch)
+
+
+def bench_weights(path: str, precision: str, batch: int = 128) -> dict:
+    """A saved model, e.g. the shipped ensemble (an ensemble is described by its file, not by a name)."""
+    model, cfg = load_checkpoint(path)
+    return bench_model(cfg.label, model, precision, batch)
+
+
+def bench_model(label: str, model: torch.nn.Module, precision: str, batch: int = 128) -> dict:
     device = torch.device("cpu")
-    model = create_model(name)
     params, macs = count_params(model), count_macs(model)
     train_rate = images_per_second(training_step(model, precision, batch, device), batch)
     latency_ms, infer_rate = inference_speed(model, precision)
-    return {"arch": name, "params": params, "macs": macs, "train_img_s": train_rate,
+    return {"arch": label, "params": params, "macs": macs, "train_img_s": train_rate,
             "infer_b256_img_s": infer_rate, "latency_b1_ms": latency_ms,
             "epoch_minutes": TRAIN_IMAGES / train_rate / 60, "precision": precision}
 
@@ -82,13 +92,16 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fer-bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", nargs="*", default=[a for a in single_models() if a != "tiny"],
-                    help="default: every single network; name an ensemble (e.g. the shipped one) to add it")
+    ap.add_argument("--arch", nargs="*", default=None, choices=single_models(), metavar="NAME",
+                    help="registered networks (default: every one but tiny, unless --weights is given)")
+    ap.add_argument("--weights", nargs="*", default=[], metavar="FILE",
+                    help="saved models to add, e.g. weights/accurate.safetensors for the shipped ensemble")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = ap.parse_args(argv)
+    archs = args.arch if args.arch is not None else [] if args.weights else [a for a in single_models() if a != "tiny"]
     precision = resolve_precision(args.precision, torch.device("cpu"))
     print(f"torch {torch.__version__}, {cpu_name()}, precision {precision}")
-    print(format_table([bench_arch(a, precision) for a in args.arch]))
+    print(format_table([bench_arch(a, precision) for a in archs] + [bench_weights(w, precision) for w in args.weights]))
     return 0
 
 

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(0)
     result = evaluate(model, split, tta=args.tta)
-    print(f"model {args.weights} ({cfg.arch}) on {split.name} of {data}"
+    print(f"model {args.weights} ({cfg.label}) on {split.name} of {data}"
           + (f" (validation slice of train/ for seed {_val_seed(settings)})" if split.name == "val" else ""))
     print(result.format())
     if args.json:

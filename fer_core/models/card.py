@@ -4,17 +4,257 @@
 training command and config, data hash, wall time and hardware, test metrics, latency)
 and ``weights/MODEL_CARD.md`` for people. Runs have ``config.json`` + ``metrics.json``
 instead; ``load_card`` reads either, so pages can show any model the same way.
+
+Every writer (``fer_core.runs.ship``) and reader (the pages, ``fer_core.tools.unship``) goes
+through ``ModelCard``, so a field has one name and one type. The JSON form is the one cards
+have always had: ``ModelCard.from_dict(d).to_dict() == d`` for every card in ``weights/``.
+Rules of that round trip:
+
+- A field that is None is left out of the dict (older cards lack ``storage`` and ``members``;
+  cards assembled from a run lack most fields), except ``val`` (ship writes ``null`` when the
+  networks held out different validation slices) and the fields of ``DataSummary`` (train.py
+  always writes all six; ``test_hash`` is ``null`` without a test split).
+- Keys a part does not know are kept in its ``extra`` and written back after the known ones,
+  so a card from a newer writer neither crashes a reader nor loses anything when rewritten.
+- Structure is checked (a part where a part belongs, required fields present: ``CardError``);
+  the numbers are stored as written, never converted, so a rewritten card is byte-identical.
+- The training configs (``config``) stay plain dicts: they are ``TrainConfig``s of the training
+  layer, which this layer cannot import, and their keys changed over time (``teacher``,
+  ``init``, ``val_seed`` came later), so typing them here would reject old cards.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 from fer_core.models.checkpoint import resolve_weights
+from fer_core.models.zoo import ENSEMBLE, architecture_label, legacy_members
 
 
-def load_card(weights: str | os.PathLike) -> dict | None:
+class CardError(ValueError):
+    """A model card whose structure is not a card's; the message says which part and why."""
+
+
+def _plain(value: Any) -> Any:
+    """The JSON form of a field: parts as their dicts, containers element-wise, scalars as they are."""
+    if isinstance(value, _Part):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class _Part:
+    """Shared ``from_dict``/``to_dict`` of every part of a card (see the module's rules)."""
+
+    _nested: ClassVar[dict[str, Callable[[Any], Any]]] = {}  # field -> how to read its JSON value
+    _always: ClassVar[tuple[str, ...]] = ()  # fields written even when None
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Self:
+        if not isinstance(d, dict):
+            raise CardError(f"{cls.__name__}: expected a JSON object, got {type(d).__name__}")
+        names = {f.name for f in fields(cls) if f.name != "extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        for name, read in cls._nested.items():
+            if known.get(name) is not None:
+                known[name] = read(known[name])
+        try:
+            return cls(**known, extra={k: v for k, v in d.items() if k not in names})
+        except TypeError as exc:  # a required field is missing
+            raise CardError(f"{cls.__name__}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+               if f.name != "extra" and (getattr(self, f.name) is not None or f.name in self._always)}
+        return {**out, **self.extra}
+
+
+def _list_of(part: type[_Part]) -> Callable[[Any], list]:
+    def read(value: Any) -> list:
+        if not isinstance(value, list):
+            raise CardError(f"expected a list of {part.__name__}, got {type(value).__name__}")
+        return [part.from_dict(v) for v in value]
+
+    return read
+
+
+def _dict_of(part: type[_Part]) -> Callable[[Any], dict]:
+    def read(value: Any) -> dict:
+        if not isinstance(value, dict):
+            raise CardError(f"expected an object of {part.__name__} by name, got {type(value).__name__}")
+        return {k: part.from_dict(v) for k, v in value.items()}
+
+    return read
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise CardError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+@dataclass
+class ClassScores(_Part):
+    """One class of a classification report."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TestMetrics(_Part):
+    """``Evaluation.metrics()`` on a split, plus which split. A run's ``metrics.json`` adds its
+    ``train_seconds`` and ``best_val_acc`` (kept in ``extra``); every field may be missing from a
+    run killed or written by hand, so readers check for None."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    split: str | None = None
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    weighted_f1: float | None = None
+    per_class: dict[str, ClassScores] | None = None
+    confusion_matrix: list[list[int]] | None = None
+    n: int | None = None
+    tta: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _nested: ClassVar = {"per_class": _dict_of(ClassScores), "confusion_matrix": _list}
+
+
+@dataclass
+class DataSummary(_Part):
+    """The data a model was trained on, as train.py records it: content hashes and sizes after cleaning."""
+
+    train_hash: str
+    val_hash: str
+    test_hash: str | None
+    train: int
+    val: int
+    test: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _always: ClassVar = ("train_hash", "val_hash", "test_hash", "train", "val", "test")
+
+
+@dataclass
+class ValidationScores(_Part):
+    """The model on the validation slice all its networks held out: where ensembles and TTA are chosen."""
+
+    n: int
+    accuracy: float
+    macro_f1: float
+    tta_accuracy: float
+    tta_macro_f1: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Latency(_Part):
+    """Speed on the CPU that shipped it, as the app runs the model (``fer_core.evaluation.bench``)."""
+
+    precision: str
+    latency_b1_ms: float
+    throughput_b256_img_s: float
+    threads: int
+    cpu: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MemberTraining(_Part):
+    """What training one network of the model cost (its run, plus the run it started from), in the
+    order of the card's ``config``; a folder rebuilt by unship keeps it as ``summary.json``."""
+
+    epochs: int
+    minutes: float
+    best_val_acc: float
+    note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelCard(_Part):
+    """A shipped model's card (``weights/<name>.json``), or the part of one a run folder can give.
+
+    ``arch`` is the checkpoint config's: a network's name, ``"ensemble"`` (its members' architectures
+    are those of ``config``), or an old ensemble code (``fernet_lmmms``) on cards shipped before;
+    show ``architecture`` to people. ``config``, ``val_acc`` and ``members`` have one entry per
+    trained network, in the order the runs were given to ship.
+    """
+
+    name: str
+    arch: str
+    description: str | None = None
+    params: int | None = None
+    macs: int | None = None
+    storage: str | None = None  # None: float16, on cards written before int8 storage existed
+    date: str | None = None
+    train_command: str | None = None
+    config: list[dict[str, Any]] | None = None
+    data: DataSummary | None = None
+    epochs: int | None = None
+    train_minutes: float | None = None
+    hardware: str | None = None
+    val_acc: list[float] | None = None
+    members: list[MemberTraining] | None = None
+    eval_command: str | None = None
+    val: ValidationScores | None = None
+    test: TestMetrics | None = None
+    test_tta: TestMetrics | None = None
+    latency: Latency | None = None
+    eval_seconds: float | None = None
+    source: str | None = None  # "run": assembled from a run folder by load_card
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _nested: ClassVar = {"config": _list, "data": DataSummary.from_dict, "val_acc": _list,
+                         "members": _list_of(MemberTraining), "val": ValidationScores.from_dict,
+                         "test": TestMetrics.from_dict, "test_tta": TestMetrics.from_dict,
+                         "latency": Latency.from_dict}
+    _always: ClassVar = ("val",)
+
+    @property
+    def stored_as(self) -> str:
+        """How the weights file stores its convolution and dense weights."""
+        return self.storage or "float16"
+
+    @property
+    def ensemble_members(self) -> list[str] | None:
+        """An ensemble's network architectures in slot order (from ``config`` on cards that say
+        ``"ensemble"``, from the code on older ones); None for a single network or when unknown."""
+        if self.arch == ENSEMBLE:
+            # ship fills an ensemble's slots by architecture name, so sorting gives the file's slot order
+            archs = [c.get("arch") for c in self.config or [] if isinstance(c, dict)]
+            return sorted(map(str, archs)) or None
+        return legacy_members(self.arch)
+
+    @property
+    def architecture(self) -> str:
+        """For people: ``fernet_s``, or ``ensemble of fernet_l + 3 fernet_m + fernet_s``."""
+        return architecture_label(self.arch, self.ensemble_members)
+
+
+def read_card(path: str | os.PathLike) -> ModelCard | None:
+    """The card in a JSON file; None when it is missing, unreadable or not a model card."""
+    try:
+        return ModelCard.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError):  # CardError is a ValueError, as is bad JSON
+        return None
+
+
+def load_card(weights: str | os.PathLike) -> ModelCard | None:
     """The card of a shipped model, or one assembled from a run folder; None when there is none."""
     try:
         p = resolve_weights(weights)
@@ -22,15 +262,13 @@ def load_card(weights: str | os.PathLike) -> dict | None:
         return None
     card = p.with_suffix(".json")
     if card.is_file():
-        try:
-            return json.loads(card.read_text())
-        except (OSError, ValueError):
-            return None
+        return read_card(card)
     run = p.parent
     try:
         config = json.loads((run / "config.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
-    except (OSError, ValueError):
+        return ModelCard.from_dict({"name": run.name, "arch": config["model"]["arch"], "params": config.get("params"),
+                                    "config": [config["train"]], "data": config.get("data"), "test": metrics,
+                                    "source": "run"})
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return {"name": run.name, "arch": config["model"]["arch"], "params": config.get("params"),
-            "config": config["train"], "data": config.get("data"), "test": metrics, "source": "run"}

@@ -1,8 +1,10 @@
 """Saving and loading weights: safetensors only, never pickle.
 
 A checkpoint is ``<name>.safetensors`` whose metadata carries the ``ModelConfig`` (so the
-file alone is enough to rebuild the network), plus ``<name>_config.json`` beside it for
-people and tools that read JSON. A user-supplied file is never unpickled.
+file alone is enough to rebuild the network, an ensemble from its member list), plus
+``<name>_config.json`` beside it for people and tools that read JSON. Loading reads the
+metadata, so files saved with an old ensemble code keep loading (``zoo.legacy_members``).
+A user-supplied file is never unpickled.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fer_core.common.atomic import write_atomic, write_json
-from fer_core.models.zoo import ModelConfig, create_model
+from fer_core.models.zoo import ModelConfig
 
 CONFIG_KEY = "fer_model_config"
 
@@ -144,7 +146,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"{p}: no model config in its metadata; it was not saved by fer_core")
     try:
         config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
-        model = create_model(config.arch, config.num_classes)
+        model = config.create()
         model.load_state_dict(_dequantized(state))
     except (ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{p}: weights do not fit their config ({exc})") from None

@@ -1,14 +1,19 @@
-"""The model zoo: a small registry of architectures by name, like timm's ``create_model``.
+"""The model zoo: a small registry of single networks by name, like timm's ``create_model``.
 
 Every model takes float images in [0, 1] of shape (N, 1, 48, 48) and returns logits over
 the 7 FER-2013 classes; input normalisation is the model's first layer, so no caller can
 get it wrong. Softmax is applied by whoever needs probabilities (the loss wants logits).
+
+Ensembles are not registered: an ensemble is data, the list of its members' architectures
+(``ModelConfig(arch="ensemble", members=[...])``), so any mix of registered networks is one
+without a name for it. Checkpoints saved before that named their ensemble by a letter code
+(``fernet_lmmms``); ``legacy_members`` reads those codes as member lists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -17,6 +22,9 @@ from fer_core.common.labels import EMOTIONS, IMAGE_SIZE
 
 _REGISTRY: dict[str, Callable[[int], nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+
+ENSEMBLE = "ensemble"
+"""The ``arch`` of a ``ModelConfig`` whose ``members`` name the networks whose probabilities it averages."""
 
 
 def register(name: str, description: str) -> Callable[[Callable[[int], nn.Module]], Callable[[int], nn.Module]]:
@@ -29,42 +37,143 @@ def register(name: str, description: str) -> Callable[[Callable[[int], nn.Module
 
 
 def list_models() -> list[str]:
+    """Every registered network: what a person trains (``train.py --arch``) or benchmarks. Ensembles are
+    built from these by member list, so they are not listed."""
     return sorted(_REGISTRY)
 
 
 def single_models() -> list[str]:
-    """The networks themselves, without the ensembles made of them: what a person trains or benchmarks."""
-    return [name for name in list_models() if name not in ENSEMBLES]
+    """The networks themselves; the same as ``list_models`` now that no ensemble is registered, kept
+    because pages and the bench ask for single networks by this name."""
+    return list_models()
 
 
 def describe(name: str) -> str:
     return _DESCRIPTIONS[name]
 
 
+_LETTERS = {"r": "fernet_r", "l": "fernet_l", "m": "fernet_m", "s": "fernet_s"}
+
+
+def legacy_members(arch: str) -> list[str] | None:
+    """The members, in slot order, of an ensemble that an older checkpoint named by code; None for any
+    other name.
+
+    Checkpoints and cards written before ensembles were described by their members name them
+    ``fernet_s_x2`` (two fernet_s) or ``fernet_`` plus one letter per member in slot order
+    (``fernet_lmmms`` = fernet_l, fernet_m, fernet_m, fernet_m, fernet_s). Shipped files keep that code in
+    their metadata (rewriting them would change their hash), so it is translated wherever it is read.
+    """
+    if arch == "fernet_s_x2":
+        return ["fernet_s", "fernet_s"]
+    code = arch.removeprefix("fernet_")
+    if code != arch and len(code) > 1 and set(code) <= set(_LETTERS):
+        return [_LETTERS[c] for c in code]
+    return None
+
+
+def members_text(members: Sequence[str]) -> str:
+    """``fernet_l + 3 fernet_m + fernet_s``: each architecture once, with its count, in first-seen order."""
+    counts = {m: members.count(m) for m in members}
+    return " + ".join(f"{n} {m}" if n > 1 else m for m, n in counts.items())
+
+
+def architecture_label(arch: str, members: Sequence[str] | None = None) -> str:
+    """How pages and tables name a model: a single network's name, or ``ensemble of fernet_l + 3 fernet_m +
+    fernet_s`` (from ``members``, or from an old letter code)."""
+    members = members or legacy_members(arch)
+    if arch in _REGISTRY or not members:
+        return arch
+    return f"ensemble of {members_text(members)}"
+
+
 @dataclass
 class ModelConfig:
-    """Saved beside every checkpoint: enough to rebuild the network and read its outputs."""
+    """Saved beside every checkpoint: enough to rebuild the network and read its outputs.
+
+    A single network has ``arch`` = its registered name and no ``members``; an ensemble has
+    ``arch`` = ``ENSEMBLE`` and ``members`` = its networks' architectures in slot order (the order of
+    ``Ensemble.members``, which is the order of their weights in the file).
+    """
 
     arch: str
     num_classes: int = len(EMOTIONS)
     classes: list[str] = field(default_factory=lambda: list(EMOTIONS))
     input_size: int = IMAGE_SIZE
+    members: list[str] | None = None
+
+    @classmethod
+    def ensemble(cls, members: Sequence[str], num_classes: int = len(EMOTIONS), classes: Sequence[str] | None = None,
+                 input_size: int = IMAGE_SIZE) -> ModelConfig:
+        """The config of an ensemble of these registered networks, in this slot order."""
+        cfg = cls(ENSEMBLE, num_classes, list(classes) if classes is not None else list(EMOTIONS), input_size,
+                  list(members))
+        cfg.validate()
+        return cfg
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.arch == ENSEMBLE
+
+    @property
+    def label(self) -> str:
+        return architecture_label(self.arch, self.members)
+
+    def description(self) -> str:
+        """The registered description of a single network; for an ensemble, what it is made of."""
+        if not self.is_ensemble:
+            return describe(self.arch)
+        return (f"Ensemble of {members_text(self.members or [])}: {len(self.members or [])} networks trained "
+                "separately, their probabilities averaged.")
+
+    def validate(self) -> None:
+        """Raise ValueError unless ``create`` can build this config."""
+        if self.is_ensemble:
+            if not self.members or not isinstance(self.members, list):
+                raise ValueError("an ensemble config needs the list of its members' architectures")
+            unknown = [m for m in self.members if m not in _REGISTRY]
+            if unknown:
+                raise ValueError(f"unknown member architecture '{unknown[0]}' (an ensemble's members are single "
+                                 f"networks: {', '.join(list_models())})")
+        elif self.arch not in _REGISTRY:
+            raise ValueError(f"unknown architecture '{self.arch}' (known: {', '.join(list_models())}, "
+                             f"or '{ENSEMBLE}' with members)")
+        elif self.members is not None:
+            raise ValueError(f"'{self.arch}' is a single network; only an '{ENSEMBLE}' config has members")
+        if self.num_classes != len(self.classes):
+            raise ValueError(f"model config lists {len(self.classes)} classes but num_classes={self.num_classes}")
+
+    def create(self) -> nn.Module:
+        """A freshly initialised network of this config: the one its checkpoint's weights fit."""
+        self.validate()
+        if self.is_ensemble:
+            return Ensemble([create_model(m, self.num_classes) for m in self.members or []])
+        return create_model(self.arch, self.num_classes)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """``members`` right after ``arch``, and only for an ensemble, so single networks' configs stay as
+        they always were."""
+        d: dict = {"arch": self.arch}
+        if self.members is not None:
+            d["members"] = list(self.members)
+        return {**d, "num_classes": self.num_classes, "classes": list(self.classes), "input_size": self.input_size}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        known = {k: d[k] for k in ("arch", "num_classes", "classes", "input_size") if k in d}
+        """Reads both forms: ``{"arch": "ensemble", "members": [...]}`` and an old letter code
+        (``{"arch": "fernet_lmmms"}``), which becomes the same members config."""
+        known = {k: d[k] for k in ("arch", "num_classes", "classes", "input_size", "members") if k in d}
         cfg = cls(**known)
-        if cfg.arch not in _REGISTRY:
-            raise ValueError(f"unknown architecture '{cfg.arch}' (known: {', '.join(list_models())})")
-        if cfg.num_classes != len(cfg.classes):
-            raise ValueError(f"model config lists {len(cfg.classes)} classes but num_classes={cfg.num_classes}")
+        old = legacy_members(cfg.arch) if cfg.members is None else None
+        if old is not None and cfg.arch not in _REGISTRY:
+            cfg.arch, cfg.members = ENSEMBLE, old
+        cfg.validate()
         return cfg
 
 
 def create_model(name: str, num_classes: int = len(EMOTIONS)) -> nn.Module:
+    """A registered single network; ensembles are built from their members with
+    ``ModelConfig.ensemble([...]).create()``."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown architecture '{name}' (known: {', '.join(list_models())})")
     return _REGISTRY[name](num_classes)
@@ -206,7 +315,8 @@ class Ensemble(nn.Module):
     """Several independently trained networks voting: the mean of their probabilities.
 
     Returns log-probabilities, so ``softmax`` of the output is exactly that mean and every
-    caller treats an ensemble like any single network.
+    caller treats an ensemble like any single network. Built from a ``ModelConfig`` whose
+    ``members`` list the networks' architectures (``ModelConfig.create``).
     """
 
     def __init__(self, members: list[nn.Module]) -> None:
@@ -217,53 +327,6 @@ class Ensemble(nn.Module):
         probs = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
         return probs.clamp_min(1e-12).log()
 
-
-ENSEMBLES: dict[str, tuple[str, ...]] = {}
-
-
-def register_ensemble(name: str, members: tuple[str, ...], description: str) -> None:
-    """An ensemble is an architecture too, so checkpoints, cards and the app need nothing special."""
-    ENSEMBLES[name] = members
-    register(name, description)(lambda num_classes: Ensemble([create_model(m, num_classes) for m in members]))
-
-
-def ensemble_for(members: list[str]) -> str:
-    """The registered ensemble made of exactly these member architectures, in any order."""
-    for name, archs in ENSEMBLES.items():
-        if sorted(archs) == sorted(members):
-            return name
-    known = "; ".join(f"{n} = {' + '.join(a)}" for n, a in ENSEMBLES.items())
-    raise ValueError(f"no ensemble architecture is made of {' + '.join(members)} (known: {known})")
-
-
-def slot_order(arch: str, member_archs: list[str]) -> list[int]:
-    """For each slot of the ensemble ``arch``, the index in ``member_archs`` of the network that fills
-    it; networks of one architecture keep their given order. Shipping fills the slots this way and
-    unshipping reads them back the same way."""
-    slots = ENSEMBLES[arch]
-    return sorted(range(len(member_archs)), key=lambda i: slots.index(member_archs[i]))
-
-
-register_ensemble("fernet_s_x2", ("fernet_s", "fernet_s"),
-                  "Ours: two fernet_s trained with different seeds, probabilities averaged.")
-def _register_mixed_ensembles(codes: tuple[str, ...]) -> None:
-    """Mixes of fernet_r / fernet_l / fernet_m / fernet_s validated on one slice, named by one letter per
-    member; the bigger ones only fit a shipped file in int8 (``fer_core.models.checkpoint.shipped_storage``)."""
-    full = {"r": "fernet_r", "l": "fernet_l", "m": "fernet_m", "s": "fernet_s"}
-    for code in codes:
-        members = tuple(full[c] for c in code)
-        counts = [f"{code.count(c)} {full[c]}" if code.count(c) > 1 else full[c] for c in full if c in code]
-        register_ensemble(f"fernet_{code}", members,
-                          f"Ours, accurate: {' + '.join(counts)} validated on the same slice, probabilities "
-                          "averaged.")
-
-
-_register_mixed_ensembles(("ms", "mss", "mm", "mms", "lm", "ls", "lss", "msss", "lmm", "lms", "lmmm", "lmms", "lmss",
-                           "mmms", "mmss", "lmmms", "lmmss", "lmsss", "mmmss",
-                           "ll", "lll", "llm", "lls", "llmm", "llms", "llss", "llls", "llmss", "llsss",
-                           # with the ResNet: the mixes that ranked near the top when its first runs were ranked
-                           "rlm", "rlmm", "rlms", "rlmms", "rllm", "rrlm", "rrlms", "rmmm", "rmms", "rmmms", "rrmm",
-                           "rrmms", "rrmmm"))
 
 @register("tiny", "A 3-layer toy network for tests and smoke runs; not for real use.")
 def tiny(num_classes: int) -> nn.Module:

@@ -2,7 +2,8 @@
 
 A public deployment must be able to switch the training launcher off (``FER_ALLOW_TRAINING=0``)
 and to cap what a visitor may ask of the machine (``FER_MAX_EPOCHS``, ``FER_MAX_SUBSET``).
-The caps are enforced by the run manager too, not only by the form, so no request bypasses them.
+The caps are enforced by the launcher (``fer_core.runs.launcher``) too, not only by the form, so no
+request bypasses them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_EPOCHS = 100
 """Enough for the shipped recipe; a deployment lowers it."""
-
-"""Where a development checkout finds FER-2013 when ``FER_DATA`` is not set."""
 
 _FALSE = {"0", "false", "no", "off"}
 

@@ -3,7 +3,11 @@ card measured on the spot (test metrics with and without TTA, latency on this ma
 Weights are stored as float16 (half the bytes), or as int8 with per-channel scales where float16
 would not fit the 20 MB limit of a file in ``weights/``, and measured after that rounding.
 
-    python -m fer_core.runs.ship RUN_DIR --name model --data data/fer2013 [--command "python train.py ..."]
+    python -m fer_core.runs.ship RUN_DIR [RUN_DIR ...] --name model --data data/fer2013 --command "python train.py ..."
+
+Several runs ship as one ensemble of their networks: its config says ``"arch": "ensemble"`` and lists
+the member architectures (``fer_core.models.zoo.ModelConfig``); any mix of networks makes one.
+The card is a ``fer_core.models.card.ModelCard``.
 
 Nothing is copied into ``weights/`` until every measurement succeeded, and each file is
 replaced atomically, so a failed ship leaves the previous model in place.
@@ -12,7 +16,6 @@ replaced atomically, so a failed ship leaves the previous model in place.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -21,84 +24,109 @@ from pathlib import Path
 
 import torch
 
-from fer_core.common.labels import EMOTIONS
-from fer_core.training.history import read_history
 from fer_core.common.atomic import write_json, write_text
-from fer_core.evaluation.bench import inference_speed
-from fer_core.models.checkpoint import SHIPPED_FILE_LIMIT, load_checkpoint, round_to_storage, save_checkpoint, shipped_storage
-from fer_core.data.dataset import Split, load_split
 from fer_core.common.device import cpu_name, resolve_precision
-from fer_core.evaluation.evaluate import evaluate
-from fer_core.models.zoo import ModelConfig, count_macs, count_params, create_model, describe, ensemble_for, slot_order
+from fer_core.common.labels import EMOTIONS
 from fer_core.common.paths import WEIGHTS_DIR
+from fer_core.data.dataset import Split, load_split
+from fer_core.evaluation.bench import inference_speed
+from fer_core.evaluation.evaluate import evaluate
+from fer_core.models.card import DataSummary, Latency, MemberTraining, ModelCard, TestMetrics, ValidationScores
+from fer_core.models.checkpoint import (
+    SHIPPED_FILE_LIMIT,
+    load_checkpoint,
+    round_to_storage,
+    save_checkpoint,
+    shipped_storage,
+)
+from fer_core.models.zoo import ModelConfig, count_macs, count_params
+from fer_core.training.history import read_history
 
 
-def measure_latency(model: torch.nn.Module) -> dict:
+def measure_latency(model: torch.nn.Module) -> Latency:
     """Batch-1 latency and batch-256 throughput of the network as the app runs it, in its precision (auto)."""
     precision = resolve_precision("auto", torch.device("cpu"))
     latency_ms, many = inference_speed(model, precision)
-    return {"precision": precision, "latency_b1_ms": round(latency_ms, 3), "throughput_b256_img_s": round(many),
-            "threads": torch.get_num_threads(), "cpu": cpu_name()}
+    return Latency(precision=precision, latency_b1_ms=round(latency_ms, 3), throughput_b256_img_s=round(many),
+                   threads=torch.get_num_threads(), cpu=cpu_name())
 
 
 STORAGE_WORDS = {"float16": "float16", "int8": "int8 with a float32 scale per output channel (BatchNorm in float32)"}
 
 
-def card_markdown(card: dict) -> str:
-    t, tt = card["test"], card["test_tta"]
+def card_markdown(card: ModelCard) -> str:
+    """One model's section of MODEL_CARD.md; the card must be a shipped one (every measured field present)."""
+    t, tt, lat, data = card.test, card.test_tta, card.latency, card.data
+    if t is None or tt is None or lat is None or data is None or t.per_class is None or t.confusion_matrix is None:
+        raise ValueError(f"the card of {card.name} lacks its test metrics, latency or data: not a shipped card")
+    config = card.config or []
     lines = [
-        f"## `{card['name']}` — {card['arch']}",
+        f"## `{card.name}` — {card.architecture}",
         "",
-        card["description"],
+        card.description or "",
         "",
-        f"- Parameters: {card['params']:,}; forward MACs per face: {card['macs'] / 1e6:.1f} M; weights stored as "
-        f"{STORAGE_WORDS[card.get('storage', 'float16')]}",
-        f"- Trained with: `{card['train_command']}`",
-        f"- Training: {card['epochs']} epochs, {card['train_minutes']:.0f} min on {card['hardware']}; "
-        "best validation accuracy " + " / ".join(f"{v * 100:.2f}%" for v in card["val_acc"])
+        f"- Parameters: {card.params:,}; forward MACs per face: {(card.macs or 0) / 1e6:.1f} M; weights stored as "
+        f"{STORAGE_WORDS[card.stored_as]}",
+        f"- Trained with: `{card.train_command}`",
+        f"- Training: {card.epochs} epochs, {card.train_minutes or 0:.0f} min on {card.hardware}; "
+        "best validation accuracy " + " / ".join(f"{v * 100:.2f}%" for v in card.val_acc or [])
         + " (validation = stratified slice of train/, per trained network)",
         *[f"- Distilled from `{c['teacher']}`: each training target was {1 - c['distill']:g} label + "
           f"{c['distill']:g} that teacher's probabilities (`fer_core/training/distill.py`)"
-          for c in card["config"] if c.get("teacher")],
-        f"- Data: train hash `{card['data']['train_hash']}` ({card['data']['train']} images after cleaning), "
-        f"test hash `{card['data']['test_hash']}`",
-        *([f"- Validation slice of train/ (n={v['n']}, where choices were made): {v['accuracy'] * 100:.2f}% "
-            f"({v['tta_accuracy'] * 100:.2f}% with TTA)"] if (v := card.get("val")) else []),
-        f"- **Test (FER-2013 PublicTest, n={t['n']})**: accuracy **{t['accuracy'] * 100:.2f}%**, macro-F1 "
-        f"**{t['macro_f1']:.4f}** (no TTA); with TTA (14 views) {tt['accuracy'] * 100:.2f}% / {tt['macro_f1']:.4f}",
-        f"- Evaluate: `{card['eval_command']}`",
-        f"- Latency ({card['latency']['precision']}, {card['latency']['cpu']}): "
-        f"{card['latency']['latency_b1_ms']:.2f} ms per face at batch 1, "
-        f"{card['latency']['throughput_b256_img_s']:,} faces/s at batch 256",
+          for c in config if c.get("teacher")],
+        f"- Data: train hash `{data.train_hash}` ({data.train} images after cleaning), "
+        f"test hash `{data.test_hash}`",
+        *([f"- Validation slice of train/ (n={v.n}, where choices were made): {v.accuracy * 100:.2f}% "
+            f"({v.tta_accuracy * 100:.2f}% with TTA)"] if (v := card.val) else []),
+        f"- **Test (FER-2013 PublicTest, n={t.n})**: accuracy **{(t.accuracy or 0) * 100:.2f}%**, macro-F1 "
+        f"**{t.macro_f1:.4f}** (no TTA); with TTA (14 views) {(tt.accuracy or 0) * 100:.2f}% / {tt.macro_f1:.4f}",
+        f"- Evaluate: `{card.eval_command}`",
+        f"- Latency ({lat.precision}, {lat.cpu}): "
+        f"{lat.latency_b1_ms:.2f} ms per face at batch 1, "
+        f"{lat.throughput_b256_img_s:,} faces/s at batch 256",
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---:|---:|---:|---:|",
     ]
     for c in EMOTIONS:
-        pc = t["per_class"][c]
-        lines.append(f"| {c} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
+        pc = t.per_class[c]
+        lines.append(f"| {c} | {pc.precision:.3f} | {pc.recall:.3f} | {pc.f1:.3f} | {pc.support} |")
     lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
               "| | " + " | ".join(EMOTIONS) + " |", "|---|" + "---:|" * len(EMOTIONS)]
-    for c, row in zip(EMOTIONS, t["confusion_matrix"], strict=True):
+    for c, row in zip(EMOTIONS, t.confusion_matrix, strict=True):
         lines.append(f"| **{c}** | " + " | ".join(str(v) for v in row) + " |")
-    worst = min(EMOTIONS, key=lambda c: t["per_class"][c]["recall"])
+    worst = min(EMOTIONS, key=lambda c: t.per_class[c].recall)
     lines += ["", f"Known weaknesses: lowest recall on **{worst}** "
-              f"({t['per_class'][worst]['recall'] * 100:.0f}%); FER-2013 labels are noisy (human accuracy is "
+              f"({t.per_class[worst].recall * 100:.0f}%); FER-2013 labels are noisy (human accuracy is "
               "about 65±5%), faces are 48x48 grey crops of mostly frontal, adult faces, so expect lower "
               "accuracy on profile views, children, strong lighting and occlusions.", ""]
     return "\n".join(lines)
 
 
 def build_model(runs: list[Path]) -> tuple[torch.nn.Module, ModelConfig]:
-    """One run's best checkpoint, or several runs as the registered ensemble of their architectures."""
+    """One run's best checkpoint, or several runs as an ensemble of their networks.
+
+    An ensemble's slots are filled by architecture name, runs of one architecture in the order
+    given, so the same runs make the same file (and the same weights hash, which the evaluation
+    cache keys on) whatever order they are named in; ``fer_core.tools.unship`` reads them back by
+    architecture the same way.
+    """
     members = [load_checkpoint(r) for r in runs]
     if len(members) == 1:
         return members[0]
-    arch = ensemble_for([c.arch for _, c in members])
-    model = create_model(arch)
-    for slot, i in zip(model.members, slot_order(arch, [c.arch for _, c in members]), strict=True):
+    first = members[0][1]
+    odd = [str(r) for r, (_, c) in zip(runs, members, strict=True)
+           if (c.classes, c.input_size) != (first.classes, first.input_size)]
+    if odd:
+        raise ValueError(f"{', '.join(odd)} classify other classes or input sizes than {runs[0]}; "
+                         "an ensemble averages probabilities over the same classes")
+    order = sorted(range(len(members)), key=lambda i: members[i][1].arch)
+    cfg = ModelConfig.ensemble([members[i][1].arch for i in order], first.num_classes, first.classes,
+                               first.input_size)
+    model = cfg.create()
+    for slot, i in zip(model.members, order, strict=True):
         slot.load_state_dict(members[i][0].state_dict())
-    return model.eval(), ModelConfig(arch)
+    return model.eval(), cfg
 
 
 def run_summary(run: Path) -> dict:
@@ -144,41 +172,47 @@ def validation_scores(model: torch.nn.Module, configs: list[dict], data: str) ->
 
 
 def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) -> dict:
+    """Measure, then write ``weights/<name>.safetensors``, its config and its card; returns the card as
+    written (``ModelCard.to_dict()``)."""
     model, cfg = build_model(runs)
     storage = shipped_storage(model)
     if storage is None:
-        raise ValueError(f"{cfg.arch} does not fit a {SHIPPED_FILE_LIMIT / 1e6:.0f} MB file even in int8")
+        raise ValueError(f"{cfg.label} does not fit a {SHIPPED_FILE_LIMIT / 1e6:.0f} MB file even in int8")
     round_to_storage(model, storage)  # measure exactly what the file below will hold
     configs = [json.loads((r / "config.json").read_text()) for r in runs]
     summaries = [run_summary(r) for r in runs]
     test = load_split(data, "test")
     t0 = time.perf_counter()
     plain, tta = evaluate(model, test), evaluate(model, test, tta=True)
-    card = {
-        "name": name, "arch": cfg.arch, "description": describe(cfg.arch),
-        "params": count_params(model), "macs": count_macs(model), "storage": storage,
-        "date": date.today().isoformat(),
-        "train_command": command, "config": [c["train"] for c in configs], "data": configs[0]["data"],
-        "epochs": sum(s["epochs"] for s in summaries),
-        "train_minutes": sum(s["minutes"] for s in summaries),
-        "hardware": hardware, "val_acc": [s["best_val_acc"] for s in summaries],
-        "members": summaries,  # per network, in run order: what fer_core.tools.unship gives back to a rebuilt folder
-        "eval_command": f"fer-evaluate --data {data} --split test --weights weights/{name}.safetensors",
-        "val": validation_scores(model, configs, data),
-        "test": {"split": "test", **plain.metrics()}, "test_tta": {"split": "test", **tta.metrics()},
-        "latency": measure_latency(model),
-        "eval_seconds": round(time.perf_counter() - t0, 1),
-    }
+    val = validation_scores(model, configs, data)
+    card = ModelCard(
+        name=name, arch=cfg.arch, description=cfg.description(),
+        params=count_params(model), macs=count_macs(model), storage=storage,
+        date=date.today().isoformat(),
+        train_command=command, config=[c["train"] for c in configs], data=DataSummary.from_dict(configs[0]["data"]),
+        epochs=sum(s["epochs"] for s in summaries),
+        train_minutes=sum(s["minutes"] for s in summaries),
+        hardware=hardware, val_acc=[s["best_val_acc"] for s in summaries],
+        # per network, in run order: what fer_core.tools.unship gives back to a rebuilt folder
+        members=[MemberTraining.from_dict(s) for s in summaries],
+        eval_command=f"fer-evaluate --data {data} --split test --weights weights/{name}.safetensors",
+        val=ValidationScores.from_dict(val) if val is not None else None,
+        test=TestMetrics.from_dict({"split": "test", **plain.metrics()}),
+        test_tta=TestMetrics.from_dict({"split": "test", **tta.metrics()}),
+        latency=measure_latency(model),
+        eval_seconds=round(time.perf_counter() - t0, 1),
+    )
     save_checkpoint(model, cfg, WEIGHTS_DIR / f"{name}.safetensors", storage=storage)
-    write_json(WEIGHTS_DIR / f"{name}.json", card)
-    return card
+    written = card.to_dict()
+    write_json(WEIGHTS_DIR / f"{name}.json", written)
+    return written
 
 
 def write_model_card_md() -> Path:
     """MODEL_CARD.md covers every shipped model, from their JSON cards."""
-    cards = [json.loads(p.read_text()) for p in sorted(WEIGHTS_DIR.glob("*.json"))
+    cards = [ModelCard.from_dict(json.loads(p.read_text())) for p in sorted(WEIGHTS_DIR.glob("*.json"))
              if not p.name.endswith("_config.json")]
-    cards.sort(key=lambda c: c["name"] != "model")
+    cards.sort(key=lambda c: c.name != "model")
     body = "\n".join(card_markdown(c) for c in cards)
     text = ("# Model card\n\nShipped models of fer, measured by `python -m fer_core.runs.ship` (see README). "
             "Every figure below is re-measurable with the commands given.\n\n" + body)
@@ -187,7 +221,7 @@ def write_model_card_md() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_core.runs.ship", description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", type=Path, nargs="+", help="one run folder, or several that make a registered ensemble")
+    ap.add_argument("runs", type=Path, nargs="+", help="one run folder, or several: an ensemble of their networks")
     ap.add_argument("--name", default="model")
     ap.add_argument("--data", required=True)
     ap.add_argument("--command", required=True, help="the exact training command, for the card")

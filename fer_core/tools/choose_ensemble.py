@@ -1,9 +1,8 @@
 """Choose which trained runs to ship as the accurate model, on the validation slice only.
 
-Every subset of the given runs that makes a registered architecture (one run, or a registered
-ensemble of their architectures) and fits a shipped file (at most 20 MB: float16, or int8 where float16
-is too big) is scored on the validation slice all of them held out, with and without TTA, on weights
-rounded exactly as that file will store them.
+Every subset of the given runs (one run, or an ensemble of any mix of their networks) that fits a
+shipped file (at most 20 MB: float16, or int8 where float16 is too big) is scored on the validation
+slice all of them held out, with and without TTA, on weights rounded exactly as that file will store them.
 The rule, fixed before measuring: best accuracy with TTA, ties going to the smaller model. An
 ensemble is the mean of its members' probabilities and TTA the mean over views, so each run is
 evaluated once (with and without TTA) and every subset is an average: 6 runs, 63 subsets. Those
@@ -29,28 +28,29 @@ from fer_core.evaluation.cache import cache_path, load_cached, store, weights_ha
 from fer_core.evaluation.evaluate import Evaluation, predict_probs
 from fer_core.models import checkpoint
 from fer_core.models.checkpoint import load_checkpoint, round_to_storage, storage_for, stored_bytes
-from fer_core.models.zoo import count_params, ensemble_for
+from fer_core.models.zoo import count_params, members_text
 
 
 @dataclass(frozen=True)
 class Candidate:
+    """One shippable subset of runs and its validation scores.
+
+    ``members``: the networks' architectures in the slot order ship gives them (by architecture
+    name), one entry for a single run.
+    """
+
     runs: tuple[Path, ...]
-    arch: str
+    members: tuple[str, ...]
     params: int
     storage: str
     accuracy: float
     tta_accuracy: float
     tta_macro_f1: float
 
-
-def architecture_of(archs: list[str]) -> str | None:
-    """The architecture these member architectures make; None when no ensemble of them is registered."""
-    if len(archs) == 1:
-        return archs[0]
-    try:
-        return ensemble_for(archs)
-    except ValueError:
-        return None
+    @property
+    def label(self) -> str:
+        """``fernet_s``, or ``fernet_l + 3 fernet_m + fernet_s`` for an ensemble."""
+        return members_text(self.members)
 
 
 def _run_config(run: Path) -> dict:
@@ -99,22 +99,23 @@ def candidates(runs: list[Path], data: str) -> list[Candidate]:
     found = []
     for k in range(1, len(runs) + 1):
         for subset in combinations(runs, k):
-            arch = architecture_of([archs[r] for r in subset])
             storage = storage_for({s: sum(sizes[r][s] for r in subset) for s in ("float16", "int8")})
-            if arch is None or storage is None:
+            if storage is None:
                 continue
             with_tta = Evaluation(np.mean([member(r, storage, True) for r in subset], 0), labels, tta=True)
             plain = Evaluation(np.mean([member(r, storage, False) for r in subset], 0), labels, tta=False)
             found.append(Candidate(
-                runs=subset, arch=arch, params=sum(params[r] for r in subset), storage=storage,
+                runs=subset, members=tuple(sorted(archs[r] for r in subset)), params=sum(params[r] for r in subset),
+                storage=storage,
                 accuracy=plain.accuracy, tta_accuracy=with_tta.accuracy, tta_macro_f1=with_tta.metrics()["macro_f1"]))
     return sorted(found, key=lambda c: (-c.tta_accuracy, c.params))
 
 
 def format_table(found: list[Candidate]) -> str:
-    lines = [f"{'val TTA':>8} {'val':>7} {'F1 TTA':>7} {'params':>7} {'stored':>7}  {'arch':<14} runs"]
+    width = max([14, *(len(c.label) for c in found)])
+    lines = [f"{'val TTA':>8} {'val':>7} {'F1 TTA':>7} {'params':>7} {'stored':>7}  {'networks':<{width}} runs"]
     lines += [f"{c.tta_accuracy:8.2%} {c.accuracy:7.2%} {c.tta_macro_f1:7.4f} {c.params / 1e6:6.2f}M {c.storage:>7}  "
-              f"{c.arch:<14} "
+              f"{c.label:<{width}} "
               + " ".join(str(r) for r in c.runs) for c in found]
     return "\n".join(lines)
 
@@ -132,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not found:
         limit = checkpoint.SHIPPED_FILE_LIMIT / 1e6
-        print(f"error: no subset of these runs makes a registered architecture under {limit:.0f} MB", file=sys.stderr)
+        print(f"error: no subset of these runs fits a shipped file of {limit:.0f} MB", file=sys.stderr)
         return 2
     print(format_table(found[:args.top]))
     best = found[0]
-    print(f"\nchosen: {best.arch} ({best.tta_accuracy:.2%} on validation with TTA); ship it with\n"
+    print(f"\nchosen: {best.label} ({best.tta_accuracy:.2%} on validation with TTA); ship it with\n"
           f"python -m fer_core.runs.ship {' '.join(str(r) for r in best.runs)} --name accurate --data {args.data} "
           f"--command \"...\"")
     return 0

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from fer_core.common.atomic import read_json, write_json
 from fer_core.models.active import accurate_weights
+from fer_core.models.card import ModelCard
 from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
-from fer_core.models.zoo import ENSEMBLES, ModelConfig, slot_order
+from fer_core.models.zoo import ModelConfig
 
 PREFIX = "shipped-"
 
@@ -30,27 +31,44 @@ def member_names(configs: list[dict]) -> list[str]:
     return [f"{n}-{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
+def slot_sources(slots: list[str], trained: list[str]) -> list[int]:
+    """For each slot of a shipped file (its architecture), the index of the card's network that fills it.
+
+    A card lists its networks in the order the runs were given to ship, the file holds them in slot
+    order; ship fills slots by architecture, runs of one architecture in their given order (older files
+    in the order of their letter code, e.g. fernet_lmmms), so the k-th slot of an architecture holds the
+    k-th network of that architecture on the card.
+    """
+    pending: dict[str, list[int]] = {}
+    for i, arch in enumerate(trained):
+        pending.setdefault(arch, []).append(i)
+    if sorted(slots) != sorted(trained):
+        raise ValueError(f"the card lists {' + '.join(trained)} but the file holds {' + '.join(slots)}")
+    return [pending[arch].pop(0) for arch in slots]
+
+
 def unship(weights: Path, out_dir: Path) -> list[Path]:
     """Write one run folder per network of ``weights``; refuses to touch folders that exist."""
     card_path = weights.with_suffix(".json")
-    card = read_json(card_path)
-    if "config" not in card:
+    raw = read_json(card_path)
+    if raw.get("config") is None:
         raise ValueError(f"{card_path}: no model card beside {weights} (a file shipped by fer_core.runs.ship has one)")
-    configs, members = card["config"], card.get("members")
+    card = ModelCard.from_dict(raw)  # a CardError (a ValueError) names what is malformed
+    configs, members = card.config or [], card.members
     if members is None:
         raise ValueError(f"{card_path} does not record what each network's training cost (cards written by "
                          "fer_core.runs.ship since the 'members' field was added do)")
     model, cfg = load_checkpoint(weights)
-    ensemble = cfg.arch in ENSEMBLES
-    networks = list(model.members) if ensemble else [model]
+    networks = list(model.members) if cfg.is_ensemble else [model]
     if not len(networks) == len(configs) == len(members):
         raise ValueError(f"{card_path} describes {len(configs)} networks, {weights} holds {len(networks)}")
-    order = slot_order(cfg.arch, [c["arch"] for c in configs]) if ensemble else [0]  # how ship filled the slots
+    order = slot_sources(cfg.members or [cfg.arch], [c["arch"] for c in configs])
     names = member_names(configs)
     clashes = [n for n in names if (out_dir / n).exists()]
     if clashes:
         verb = "exists" if len(clashes) == 1 else "exist"
         raise ValueError(f"{', '.join(str(out_dir / n) for n in clashes)} already {verb}; nothing was written")
+    data = card.data.to_dict() if card.data is not None else None
     written = []
     for network, i in zip(networks, order, strict=True):
         train, mcfg = configs[i], ModelConfig(configs[i]["arch"])
@@ -61,9 +79,10 @@ def unship(weights: Path, out_dir: Path) -> list[Path]:
         save_checkpoint(network, mcfg, tmp / "model.safetensors")
         write_json(tmp / "config.json", {
             # train: as it was trained (provenance); init/teacher None: there is no earlier run folder to count
-            "train": train, "model": mcfg.to_dict(), "data": card["data"], "teacher": None, "init": None,
-            "rebuilt_from": f"{weights} ({card.get('storage', 'float16')})"})
-        write_json(tmp / "summary.json", members[i])  # what fer_core.runs.ship counts for a folder with no history
+            "train": train, "model": mcfg.to_dict(), "data": data, "teacher": None, "init": None,
+            "rebuilt_from": f"{weights} ({card.stored_as})"})
+        # what fer_core.runs.ship counts for a folder with no history
+        write_json(tmp / "summary.json", members[i].to_dict())
         tmp.rename(out)
         written.append(out)
     return written
