@@ -8,7 +8,8 @@ The package is layered; each subpackage answers one question and imports only fr
 layers below it (``docs/architecture.md``; checked by import-linter in ``make test``):
 ``common`` < ``data`` < ``models`` < ``evaluation`` < ``training`` | ``recognition`` <
 ``runs`` < ``tools`` < ``cli``. The public names below load on first use, so ``import
-fer_core`` stays cheap and the layers below never import this file.
+fer_core`` stays cheap and importing any layer never pulls in the layers above it (the layers
+import nothing from this file, only from each other).
 """
 
 from __future__ import annotations

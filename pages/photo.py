@@ -7,7 +7,7 @@ import streamlit as st
 from fer_core.models.active import model_choices
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.recognition.annotate import EMOTION_COLORS, draw_faces
-from fer_core.recognition.detect import DetectorSettings, available_detectors, to_gray
+from fer_core.recognition.detect import DETECTORS, DetectorSettings, available_detectors, to_gray
 from fer_core.recognition.imageio import IMAGE_TYPES, MAX_PIXELS, ImageError, decode_image, encode_png
 from fer_core.recognition.recognizer import Recognizer
 
@@ -40,7 +40,7 @@ with st.expander("Detector settings"):
     max_side = c4.select_slider("Detect on a copy at most this wide (px)", [320, 480, 640, 960, 1280, 1920, 0],
                                 value=defaults.max_side, format_func=lambda v: "full size" if v == 0 else str(v),
                                 help="Downscaling speeds detection up; small faces in big photos need more pixels.")
-    margin = c5.slider("Margin around each face", 0.0, 0.5, {"haar": 0.02}.get(detector, 0.0), 0.01,
+    margin = c5.slider("Margin around each face", 0.0, 0.5, float(DETECTORS[detector].margin), 0.01,
                        help="Context added around the detected box before cropping to 48x48 (the default is the "
                             "one that reproduces FER-2013's framing for this detector).")
     tta = c6.checkbox("TTA", value=False, help="Test-time augmentation: also classify 13 shifted, zoomed and "

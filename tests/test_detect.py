@@ -172,3 +172,25 @@ def test_recall_on_generated_scenes_of_fer_faces(real_data):
         totals[name] = (hits / 80, false)
     assert totals["mtcnn"][0] >= 0.7 and totals["mtcnn"][1] <= 2, totals
     assert totals["mtcnn"][0] >= totals["haar"][0] + 0.15 and totals["haar"][1] > totals["mtcnn"][1], totals
+
+
+@pytest.mark.data
+def test_detection_report_runs_end_to_end(real_data, capsys):
+    """The report's three tables come out of one command (here on a few faces)."""
+    from fer_core.recognition.detection_report import main
+
+    assert main(["--data", str(real_data), "--faces", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "### Candidates" in out and "### The crop around the mtcnn box" in out and "### Alignment" in out
+    assert out.count("| mtcnn, photo settings (default) |") == 1
+
+
+def test_a_detector_that_fails_to_load_is_left_out(monkeypatch):
+    class Broken:
+        def __init__(self) -> None:
+            raise RuntimeError("built against another torch")
+
+    monkeypatch.setitem(detect.DETECTORS, "broken", Broken)
+    monkeypatch.setattr(detect, "_UNAVAILABLE", {})
+    assert "broken" not in detect.available_detectors() and "haar" in detect.available_detectors()
+    assert "built against another torch" in detect._UNAVAILABLE["broken"]

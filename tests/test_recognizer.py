@@ -426,3 +426,30 @@ def test_webcam_detects_every_nth_frame_and_carries_the_boxes(tiny_weights):
         proc.process(bgr)
     rows = proc.drain()
     assert len(calls) == 2 and len(rows) == 30 and {r["track_id"] for r in rows} == {1, 2, 3, 4, 5}
+
+
+def test_webcam_detects_again_when_the_frame_size_changes(tiny_weights):
+    """Carried boxes belong to the frame they were found in: a browser that drops to 320x240
+    between detection frames gets a fresh detection, not a crop outside its frame."""
+    from fer_core.recognition.scenes import load_pictures, photo_group
+
+    scene = photo_group(load_pictures(Path(__file__).resolve().parent / "fixtures" / "faces"))
+    big = cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)
+    proc = WebcamProcessor(Recognizer(tiny_weights, detector="mtcnn"))
+    proc.process(big)  # a detection frame at 640x480: five faces, some right of x = 320
+    assert len(proc._carried) == 5 and max(d.box[0] for d in proc._carried) > 320
+    out = proc.process(cv2.resize(big, (320, 240), interpolation=cv2.INTER_AREA))  # not a detection frame
+    assert out.shape == (240, 320, 3)
+    assert all(d.box[0] + d.box[2] <= 320 and d.box[1] + d.box[3] <= 240 for d in proc._carried)
+
+
+def test_a_face_at_the_edge_keeps_its_proportions():
+    from fer_core.recognition.align import crop_face
+    from fer_core.recognition.detect import Detection
+
+    gray = np.zeros((100, 100), np.uint8)
+    gray[:, :50] = 200  # left half bright
+    crop = crop_face(gray, Detection((0, 20, 60, 60)), 0.2, 48)  # the grown square runs off the left edge
+    assert crop.shape == (48, 48)
+    bright = (crop > 100).mean(axis=0)
+    assert bright[:20].min() > 0.9 and bright[-12:].max() < 0.1  # repeated edge, not a squashed image

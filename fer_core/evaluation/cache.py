@@ -46,8 +46,13 @@ def weights_hash(weights: str | os.PathLike) -> str:
 
 
 def cache_path(weights_sha: str, data_hash: str, split: str, tta: bool) -> Path:
-    """Where the evaluation of these exact weights on this exact data is stored."""
-    key = hashlib.sha256(f"v{CACHE_VERSION}|{weights_sha}|{data_hash}|{split}|{int(tta)}".encode()).hexdigest()[:32]
+    """Where the evaluation of these exact weights on this exact data is stored. The precision
+    "auto" resolves to is part of the key: a cache moved to a CPU without bf16 is not reused."""
+    from fer_core.common.device import resolve_precision
+
+    precision = resolve_precision("auto", torch.device("cpu"))
+    key = hashlib.sha256(f"v{CACHE_VERSION}|{weights_sha}|{data_hash}|{split}|{int(tta)}|{precision}".encode())
+    key = key.hexdigest()[:32]
     return cache_dir() / "evals" / f"{split}-{'tta' if tta else 'plain'}-{key}.npz"
 
 

@@ -50,9 +50,11 @@ def crop_face(gray: np.ndarray, det: Detection, margin: float, size: int, align:
     angle = roll_degrees(det) if align else 0.0
     h, w = gray.shape[:2]
     x, y, bw, bh = det.box
-    if abs(angle) < 1.0:  # not worth a warp
-        x, y, bw, bh = expand_box((x, round(y - lift * bh), bw, bh), margin, w, h)
-        return cv2.resize(gray[y:y + bh, x:x + bw], (size, size), interpolation=cv2.INTER_AREA)
+    if abs(angle) < 1.0:  # not worth a warp, unless the square runs off the image
+        cx, cy, cw, ch = expand_box((x, round(y - lift * bh), bw, bh), margin, w, h)
+        if abs(cw - ch) <= 1:
+            return cv2.resize(gray[cy:cy + ch, cx:cx + cw], (size, size), interpolation=cv2.INTER_AREA)
+        angle = 0.0  # at the edge: the warp keeps the square (edge pixels repeated) instead of squashing it
     side = max(bw, bh) * (1 + 2 * margin)
     out = max(1, round(side))
     m = cv2.getRotationMatrix2D((x + bw / 2, y + bh / 2), angle, 1.0)
@@ -62,9 +64,9 @@ def crop_face(gray: np.ndarray, det: Detection, margin: float, size: int, align:
 
 
 def crop_faces(gray: np.ndarray, detections: list[Detection], margin: float, size: int,
-               align: bool = True, lift: float = 0.0) -> np.ndarray:
+               align: bool = True) -> np.ndarray:
     """uint8 (N, size, size) crops, one per detection."""
     out = np.empty((len(detections), size, size), np.uint8)
     for i, det in enumerate(detections):
-        out[i] = crop_face(gray, det, margin, size, align, lift)
+        out[i] = crop_face(gray, det, margin, size, align)
     return out

@@ -7,7 +7,7 @@
 - ``haar``: OpenCV's frontal-face Haar cascade, the detector the paper pairs with its CNN.
   It stays so ``--detector haar`` reproduces the paper's pipeline.
 
-Both detect on a copy downscaled so its long side is at most ``max_side`` pixels (the cost
+Each detects on a copy downscaled so its long side is at most ``max_side`` pixels (the cost
 grows with the pixel count, and a face the network can read, 48 px and up, survives a 2x
 downscale) and return ``Detection``s in the original image's coordinates, largest first.
 ``docs/detection.md`` holds the measurements behind every default here.
@@ -314,13 +314,22 @@ def get_detector(name: str = DEFAULT_DETECTOR) -> Detector:
         return _SHARED[name]
 
 
+_UNAVAILABLE: dict[str, str] = {}
+"""Detectors that failed to load in this process, and why (tried once, not on every page rerun)."""
+
+
 def available_detectors() -> list[str]:
-    """Registered detectors whose packages are installed, the default first."""
+    """Registered detectors that load here, the default first. A detector whose package is missing,
+    or installed but broken (e.g. built against another torch), is left out, so one broken
+    detector never takes the pages down with it; the reason is kept in ``_UNAVAILABLE``."""
     out = []
     for name in DETECTORS:
+        if name in _UNAVAILABLE:
+            continue
         try:
             get_detector(name)
-        except DetectorUnavailable:
+        except Exception as exc:
+            _UNAVAILABLE[name] = f"{type(exc).__name__}: {exc}"
             continue
         out.append(name)
     return out

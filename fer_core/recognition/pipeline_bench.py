@@ -146,14 +146,18 @@ def run(weights: Path | None = None, seconds: float = 2.0) -> tuple[list[dict], 
     """Timing rows (case, ms, p90, mean) and a one-line description of what was timed."""
     import tempfile
 
+    with tempfile.TemporaryDirectory() as scratch:  # holds the untrained stand-in while it is timed
+        rec, note = _recognizer(weights, Path(scratch))
+        return _run(rec, note, seconds)
+
+
+def _run(rec, note: str, seconds: float) -> tuple[list[dict], str]:
     from fer_core.recognition.annotate import draw_faces
     from fer_core.recognition.detect import available_detectors, to_gray
     from fer_core.recognition.recognizer import Recognizer
     from fer_core.recognition.tracking import IoUTracker
     from fer_core.recognition.webcam import WebcamProcessor
 
-    with tempfile.TemporaryDirectory() as scratch:
-        rec, note = _recognizer(weights, Path(scratch))
     detectors = available_detectors()
     rows = []
     crop = np.full((1, IMAGE_SIZE, IMAGE_SIZE), 128, np.uint8)

@@ -1,10 +1,11 @@
 """The webcam page's per-frame work, as a plain frame -> frame callable with no Streamlit in it.
 
 streamlit-webrtc calls ``video_frame_callback`` from its own worker thread for every
-frame; this object is that callback. It detects on a downscaled gray copy, classifies
-all faces in one batch, smooths each tracked face's scores, draws boxes, labels and an
-FPS/latency overlay, and pushes one row per face onto a bounded thread-safe queue the
-page drains into its live chart. Frames exist only in memory: nothing is written.
+frame; this object is that callback. It finds the faces (with MTCNN on every third frame, the
+tracker carrying the boxes in between), classifies all faces in one batch, smooths each
+tracked face's scores, draws boxes, labels and an FPS/latency overlay, and pushes one row
+per face onto a bounded thread-safe queue the page drains into its live chart. Frames exist
+only in memory: nothing is written.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class WebcamProcessor:
             raise ValueError("detect_every must be >= 1")
         self._carried: list[Detection] = []  # the last detection frame's faces, reused until the next one
         self.frame_size = (0, 0)  # (width, height) of the latest frame
+        self._carried_size = (0, 0)  # the frame size the carried detections were found in
         self._sized: tuple[int, DetectorSettings] = (0, self.settings)  # settings for the current frame width
         self.tracker = IoUTracker(smoothing=smoothing, classes=recognizer.classes)
         self.history: queue.Queue[dict] = queue.Queue(maxsize=history_rows)
@@ -106,9 +108,10 @@ class WebcamProcessor:
             rec = self.recognizer
             self.frame_size = (bgr.shape[1], bgr.shape[0])
             settings = self._settings_for(bgr.shape[1])
-            if self.frames % self.detect_every == 0:
+            if self.frames % self.detect_every == 0 or self._carried_size != self.frame_size:
+                # a new frame size (the browser changed resolution) makes the carried boxes meaningless
                 dets, crops = rec.find_faces(bgr, order="bgr", whole=False, settings=settings)
-                self._carried = dets
+                self._carried, self._carried_size = dets, self.frame_size
             else:  # the tracker carries the boxes: crop this frame where the faces were last found
                 dets = self._carried
                 crops = rec.crops(to_gray(bgr, "bgr"), dets, settings)
