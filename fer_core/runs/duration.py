@@ -7,7 +7,6 @@ counted from file names or CSV rows without decoding anything.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,27 +31,10 @@ def count_train_images(cfg: TrainConfig) -> int:
 
 @lru_cache(maxsize=8)
 def _split_counts(data: str) -> dict[str, tuple[int, ...]]:
-    """Images per class of each split, from file names or CSV rows only (no decoding)."""
-    from fer_core.common.labels import EMOTIONS
-    from fer_core.data.dataset import CSV_USAGE_TO_SPLIT, IMAGE_SUFFIXES, SPLITS, resolve_source
+    """Images per class of each split, counted once per data path (the page asks on every rerun)."""
+    from fer_core.data.dataset import split_class_counts
 
-    src = resolve_source(data)
-    counts = {s: [0] * len(EMOTIONS) for s in SPLITS}
-    if src.is_file():
-        with open(src, newline="", encoding="utf-8", errors="replace") as fh:
-            next(fh, None)
-            for line in fh:
-                label, _, rest = line.partition(",")
-                split = CSV_USAGE_TO_SPLIT.get(rest.rsplit(",", 1)[-1].strip())
-                if split and label.isdigit() and int(label) < len(EMOTIONS):
-                    counts[split][int(label)] += 1
-    else:
-        for split in SPLITS:
-            for i, name in enumerate(EMOTIONS):
-                d = src / split / name
-                if d.is_dir():
-                    counts[split][i] = sum(1 for f in os.scandir(d) if f.name.lower().endswith(IMAGE_SUFFIXES))
-    return {s: tuple(c) for s, c in counts.items() if sum(c)}
+    return split_class_counts(data)
 
 
 def measured_rate(arch: str, runs: list[Run] | None = None) -> float | None:
