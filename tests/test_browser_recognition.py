@@ -44,10 +44,9 @@ def _live_status(page) -> tuple[float, int, int] | None:
     return (float(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
 
 
-@pytest.mark.data
-def _wait_live(page, min_faces: int, seconds: float = 90) -> tuple[float, int, int]:
+def _poll_live(page, min_faces: int, seconds: float) -> tuple[float, int, int] | None:
     """Poll the live status line until 15 frames were processed with ``min_faces`` in the latest one;
-    returns the best status seen (most faces)."""
+    returns that status, else the best seen (most faces), else None when none appeared."""
     best = None
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -60,8 +59,23 @@ def _wait_live(page, min_faces: int, seconds: float = 90) -> tuple[float, int, i
         if status and status[1] >= 15 and status[0] > 0 and status[2] >= min_faces:
             return status
         time.sleep(1)
-    assert best is not None, "the live status never appeared: no frame reached the callback"
     return best
+
+
+def _start_live(page, min_faces: int) -> tuple[float, int, int]:
+    """Press START and wait for the stream. A WebRTC negotiation between headless Chromium and the
+    server on loopback occasionally never completes (seen once in eight full test runs, with no error
+    on either side); a visitor would reload the page, and so does this."""
+    for attempt in range(2):
+        if attempt:
+            page.reload()
+            wait_ready(page)
+            page.get_by_text("Camera off").wait_for(timeout=30_000)
+        page.frame_locator("iframe").first.get_by_role("button", name="START").click()
+        status = _poll_live(page, min_faces, 60 if attempt == 0 else 90)
+        if status is not None:
+            return status
+    raise AssertionError("the live status never appeared: no frame reached the callback")
 
 
 @pytest.fixture
@@ -108,8 +122,7 @@ def test_real_faces_in_a_photo_and_on_the_webcam(real_scene_camera, app_url, chr
 
     _open_page(page, "Webcam")
     page.get_by_text("Camera off").wait_for(timeout=30_000)
-    page.frame_locator("iframe").first.get_by_role("button", name="START").click()
-    fps, frames, faces = _wait_live(page, min_faces=real_scene_camera)
+    fps, frames, faces = _start_live(page, min_faces=real_scene_camera)
     assert frames >= 15 and faces >= real_scene_camera, (fps, frames, faces)
     time.sleep(5)
     size = page.locator("[data-testid=stMarkdownContainer]", has_text="frames processed").first.inner_text()
@@ -144,8 +157,7 @@ def test_photo_upload_and_live_webcam(tiny_weights, faces_frame, app_url, chromi
     # ---------------------------------------------------------------- webcam
     _open_page(page, "Webcam")
     page.get_by_text("Camera off").wait_for(timeout=30_000)
-    page.frame_locator("iframe").first.get_by_role("button", name="START").click()
-    status = _wait_live(page, min_faces=1)
+    status = _start_live(page, min_faces=1)
     fps, frames, faces = status
     assert frames >= 15 and fps > 0, status
     assert faces >= 1, status  # faces were found in the frames the browser sent
