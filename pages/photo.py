@@ -10,6 +10,7 @@ from fer_core.recognition.annotate import EMOTION_COLORS, draw_faces
 from fer_core.recognition.detect import DETECTORS, DetectorSettings, available_detectors, to_gray
 from fer_core.recognition.imageio import IMAGE_TYPES, MAX_PIXELS, ImageError, decode_image, encode_png
 from fer_core.recognition.recognizer import Recognizer
+from fer_core.runs.app_settings import SettingsError, load_settings
 
 st.title("Photo")
 st.markdown("Upload one or more photos: every face found is boxed and labelled with its most likely emotion, "
@@ -61,12 +62,31 @@ except CheckpointError as exc:
              "or point `FER_WEIGHTS` at a .safetensors file.")
     st.stop()
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def faces_in(data: bytes, weights: str, version: int, detector: str, settings: DetectorSettings, tta: bool,
+             whole: bool | None) -> list:
+    """Every face of one upload, computed once per (content, model, detector settings): reruns for
+    other widgets, other visitors and repeated uploads of the same photo reuse it."""
+    recognizer = Recognizer.load(weights, tta=tta, detector=detector)
+    return recognizer.predict(decode_image(data).rgb, order="rgb", settings=settings, whole=whole)
+
+
+try:
+    max_files = load_settings().max_files
+except SettingsError as exc:
+    st.error(f"Deployment setting problem: {exc}")
+    st.stop()
 files = st.file_uploader(f"Photos ({', '.join(IMAGE_TYPES)}; up to {MAX_PIXELS // 1_000_000} megapixels each)",
                          type=list(IMAGE_TYPES), accept_multiple_files=True)
 if not files:
     st.info("Drop a photo above: a group photo works best. Small face crops (like FER-2013's 48×48 images) "
             "are classified as one face.")
     st.stop()
+
+if len(files) > max_files:
+    st.warning(f"Only the first {max_files} of {len(files)} photos are analysed: this app takes at most "
+               f"{max_files} photos per upload (FER_MAX_FILES).")
+    files = files[:max_files]
 
 all_rows: list[dict] = []
 for index, upload in enumerate(files):
@@ -81,7 +101,8 @@ for index, upload in enumerate(files):
             st.caption(f"ℹ️ {note}")
         whole_key = f"whole_{index}_{upload.file_id}"
         whole = True if st.session_state.get(whole_key) else None
-        faces = rec.predict(decoded.rgb, order="rgb", settings=settings, whole=whole)
+        faces = faces_in(upload.getvalue(), str(rec.weights), rec.weights.stat().st_mtime_ns, detector, settings, tta,
+                         whole)
         if not faces:
             st.warning("No face found in this image. Try a smaller 'Smallest face' or fewer 'Min neighbours' in "
                        "the detector settings, or classify the whole image as one face.")
@@ -120,7 +141,7 @@ for index, upload in enumerate(files):
         all_rows += rows
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         stem = upload.name.rsplit(".", 1)[0]
-        st.download_button("Download the annotated image (PNG)", encode_png(annotated),
+        st.download_button("Download the annotated image (PNG)", lambda a=annotated: encode_png(a),  # on click
                            file_name=f"{stem}_annotated.png", mime="image/png", key=f"png_{index}",
                            on_click="ignore")
 
@@ -128,5 +149,5 @@ if all_rows:
     st.subheader("All results")
     table = pd.DataFrame(all_rows)
     st.dataframe(table, hide_index=True)
-    st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(), file_name="emotions.csv",
+    st.download_button("Download the table (CSV)", lambda: table.to_csv(index=False).encode(), file_name="emotions.csv",
                        mime="text/csv", key="csv_all", on_click="ignore")

@@ -220,3 +220,36 @@ def test_pages_are_listed_in_the_app():
     app = (Path(__file__).resolve().parents[1] / "streamlit_app.py").read_text()
     for page in ("photo", "video", "webcam"):
         assert f'"pages/{page}.py"' in app
+
+
+def test_photo_page_caps_files_per_upload_and_names_the_cap(tiny_weights, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("FER_MAX_FILES", "2")
+    at = _run("photo")
+    crops = [(f"crop{i}.png", _png(make_face(i, np.random.default_rng(i))), "image/png") for i in range(3)]
+    at.file_uploader[0].set_value(crops)
+    at.run()
+    assert not at.exception
+    assert any("FER_MAX_FILES" in w.value and "first 2 of 3" in w.value for w in at.warning)
+    assert len(at.dataframe[-1].value) == 2  # all results: the first two photos only
+
+
+def test_photo_page_analyses_an_upload_once(tiny_weights, monkeypatch):  # noqa: F811
+    """Reruns for other widgets reuse the result of an upload (cached by its content)."""
+    from fer_core.recognition.recognizer import Recognizer
+
+    calls = []
+    real = Recognizer.predict
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Recognizer, "predict", counting)
+    at = _run("photo")
+    photo, _ = _group_photo()
+    at.file_uploader[0].set_value(("group.png", photo, "image/png"))
+    at.run()
+    assert len(calls) == 1 and len(at.dataframe[0].value) == 5
+    at.toggle[0].set_value(True).run()  # Grad-CAM on: a rerun that needs no new detection
+    at.toggle[0].set_value(False).run()
+    assert not at.exception and len(calls) == 1

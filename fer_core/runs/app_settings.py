@@ -27,6 +27,8 @@ class AppSettings:
     max_epochs: int = DEFAULT_MAX_EPOCHS
     max_subset: int | None = None
     """Largest images-per-class a visitor may ask for; ``None`` = no cap (full data allowed)."""
+    max_files: int = 20
+    """Photos analysed per upload on the Photo page (``FER_MAX_FILES``): one visitor's batch stays bounded."""
 
     def check(self, epochs: int, subset: int | None) -> list[str]:
         """The problems with a requested budget, empty when it is within the caps."""
@@ -63,7 +65,8 @@ def load_settings() -> AppSettings:
     allow = os.environ.get("FER_ALLOW_TRAINING", "1").strip().lower() not in _FALSE
     return AppSettings(allow_training=allow,
                        max_epochs=_positive_int("FER_MAX_EPOCHS", DEFAULT_MAX_EPOCHS) or DEFAULT_MAX_EPOCHS,
-                       max_subset=_positive_int("FER_MAX_SUBSET", None))
+                       max_subset=_positive_int("FER_MAX_SUBSET", None),
+                       max_files=_positive_int("FER_MAX_FILES", AppSettings.max_files) or AppSettings.max_files)
 
 
 def training_allowed() -> bool:
