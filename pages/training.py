@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 from fer_core.common.paths import default_data_path
 from fer_core.models.active import DEFAULT_WEIGHTS, accurate_weights, active_weights
 from fer_core.models.checkpoint import CheckpointError
-from fer_core.models.zoo import describe, single_models
+from fer_core.models.zoo import describe, list_models
 from fer_core.runs.app_settings import AppSettings, SettingsError, load_settings
 from fer_core.runs.control import cancel_run, promote, restore_default
 from fer_core.runs.duration import estimate
@@ -169,7 +169,7 @@ def launcher(settings: AppSettings, runs: list[Run]) -> None:
     st.subheader("Launch a run")
     data = st.text_input("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv", value=str(default_data_path()),
                          key="data")
-    archs = single_models()
+    archs = list_models()
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture", archs, index=archs.index("fernet_s") if "fernet_s" in archs else 0,
                         key="arch", help="; ".join(f"{a}: {describe(a)}" for a in archs))

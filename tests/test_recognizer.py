@@ -419,7 +419,8 @@ def test_webcam_detects_every_nth_frame_and_carries_the_boxes(tiny_weights):
         calls.append(1)
         return real(image, settings)
 
-    rec.detector = type("Counting", (), {"name": "mtcnn", "margin": 0.0, "detect": staticmethod(counting)})()
+    rec.detector = type("Counting", (), {"name": "mtcnn", "margin": 0.0, "uses_colour": True,
+                                         "detect": staticmethod(counting)})()
     proc = WebcamProcessor(rec)
     assert proc.detect_every == 3
     for _ in range(6):

@@ -16,7 +16,7 @@ import torch
 from fer_core.common.device import autocast, cpu_name, resolve_precision
 from fer_core.models.checkpoint import load_checkpoint
 from fer_core.models.inference import for_inference
-from fer_core.models.zoo import count_macs, count_params, create_model, single_models
+from fer_core.models.zoo import count_macs, count_params, create_model, list_models
 
 TRAIN_IMAGES = 28709  # FER-2013 Training split
 
@@ -92,13 +92,13 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fer-bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", nargs="*", default=None, choices=single_models(), metavar="NAME",
+    ap.add_argument("--arch", nargs="*", default=None, choices=list_models(), metavar="NAME",
                     help="registered networks (default: every one but tiny, unless --weights is given)")
     ap.add_argument("--weights", nargs="*", default=[], metavar="FILE",
                     help="saved models to add, e.g. weights/accurate.safetensors for the shipped ensemble")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = ap.parse_args(argv)
-    archs = args.arch if args.arch is not None else [] if args.weights else [a for a in single_models() if a != "tiny"]
+    archs = args.arch if args.arch is not None else [] if args.weights else [a for a in list_models() if a != "tiny"]
     precision = resolve_precision(args.precision, torch.device("cpu"))
     print(f"torch {torch.__version__}, {cpu_name()}, precision {precision}")
     print(format_table([bench_arch(a, precision) for a in archs] + [bench_weights(w, precision) for w in args.weights]))

@@ -42,12 +42,6 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def single_models() -> list[str]:
-    """The networks themselves; the same as ``list_models`` now that no ensemble is registered, kept
-    because pages and the bench ask for single networks by this name."""
-    return list_models()
-
-
 def describe(name: str) -> str:
     return _DESCRIPTIONS[name]
 

@@ -73,6 +73,7 @@ class Detector(Protocol):
 
     name: str
     margin: float  # the crop margin that reproduces FER-2013's framing for this detector's boxes
+    uses_colour: bool  # False: it reads grey only, so the pipeline hands it the grey image it already made
 
     def detect(self, image: np.ndarray, settings: DetectorSettings) -> list[Detection]:
         """``image``: (H, W) gray or (H, W, 3) RGB uint8."""
@@ -162,6 +163,7 @@ class HaarDetector:
     # of the face crop's, and crops cut with 0-2% margin correlate best with the originals (median
     # r = 0.69 / 0.68, vs 0.47 at 10% and 0.28 at 20%): FER-2013 is framed as tightly as this box.
     margin = 0.02
+    uses_colour = False
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml") -> None:
         self.path = _cascade_file(cascade)
@@ -215,6 +217,7 @@ class MTCNNDetector:
     # 0.581 at -5%, 0.510 at +5%, 0.548 moved up by 5% of the box), and the classifier's accuracy is
     # flat (65-69.5%) across margins -10%..+5% and shifts up to 10%: docs/detection.md.
     margin = 0.0
+    uses_colour = True
     thresholds = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults for the three stages
     pyramid_factor = 0.709
 
@@ -271,6 +274,7 @@ class DlibHOGDetector:
 
     name = "dlib"
     margin = 0.0
+    uses_colour = True  # HOG takes the strongest gradient over the colour channels
     min_svm_score = 0.0  # dlib's own acceptance threshold
 
     def __init__(self) -> None:

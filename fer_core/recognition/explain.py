@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 
 import cv2
@@ -81,12 +82,22 @@ def explainer_for(weights: str | os.PathLike) -> nn.Module:
         return _EXPLAINERS[key]
 
 
+_LAST_CONV: weakref.WeakKeyDictionary[nn.Module, nn.Conv2d] = weakref.WeakKeyDictionary()
+
+
 def last_conv(net: nn.Module) -> nn.Conv2d:
     """The last ``nn.Conv2d`` a forward pass of ``net`` runs (see the module docstring for why this layer).
 
     Found by running one blank face rather than by module order, because registration order
     need not be execution order (a residual block may register its shortcut after its body).
+    Found once per network: every later explanation reuses it.
     """
+    if net not in _LAST_CONV:
+        _LAST_CONV[net] = _find_last_conv(net)
+    return _LAST_CONV[net]
+
+
+def _find_last_conv(net: nn.Module) -> nn.Conv2d:
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(net).__name__} has no Conv2d layer to explain")

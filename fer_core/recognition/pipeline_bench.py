@@ -178,7 +178,7 @@ def _run(rec, note: str, seconds: float) -> tuple[list[dict], str]:
                 "alignment and 48x48 crops": lambda r=r, g=gray, d=dets, s=s: r.crops(g, d, s),
                 "classification": lambda r=r, c=crops: r.classify(c),
                 "tracking and drawing": lambda t=tracker, d=dets, p=probs, b=bgr: draw_faces(
-                    b, t.update([x.box for x in d], p), order="bgr"),
+                    b, t.update(d, p), order="bgr"),
             }
             for stage, fn in stages.items():
                 rows.append({"case": f"  {label}: {stage}", **_stats(_time_ms(fn, seconds / 4))})

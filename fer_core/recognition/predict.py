@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_core.models.active import accurate_weights
-from fer_core.recognition.detect import DEFAULT_DETECTOR, DETECTORS, DetectorSettings, DetectorUnavailable, to_gray
+from fer_core.recognition.detect import DEFAULT_DETECTOR, DETECTORS, DetectorSettings, DetectorUnavailable
 from fer_core.recognition.imageio import IMAGE_TYPES, ImageError, decode_image
 from fer_core.recognition.recognizer import Face, Recognizer
 from fer_core.recognition.video import VIDEO_TYPES, AnalysedFrame, VideoAnalysis, VideoError
@@ -51,21 +51,23 @@ def is_video(path: Path) -> bool:
 
 
 def predict_paths(rec: Recognizer, paths: list[str], whole: bool | None = None, batch: int = 256,
-                  settings: DetectorSettings | None = None) -> Iterator[tuple[Path, list[Face] | None, str | None]]:
-    """(path, faces, None) per readable image and (path, None, error) per unreadable one, in order."""
+                  settings: DetectorSettings | None = None
+                  ) -> Iterator[tuple[Path, list[Face] | None, np.ndarray | None, str | None]]:
+    """(path, faces, their 48x48 crops, None) per readable image and (path, None, None, error) per
+    unreadable one, in order."""
     pending: list[tuple[Path, list, np.ndarray | None, str | None]] = []
     n_crops = 0
 
-    def flush() -> Iterator[tuple[Path, list[Face] | None, str | None]]:
+    def flush() -> Iterator[tuple[Path, list[Face] | None, np.ndarray | None, str | None]]:
         crops = [c for _, _, c, _ in pending if c is not None and len(c)]
         probs = rec.classify(np.concatenate(crops)) if crops else np.zeros((0, len(rec.classes)))
         i = 0
-        for path, dets, _crops, err in pending:
+        for path, dets, face_crops, err in pending:
             if err is not None:
-                yield path, None, err
+                yield path, None, None, err
                 continue
             k = len(dets)
-            yield path, rec.faces(dets, probs[i:i + k]), None
+            yield path, rec.faces(dets, probs[i:i + k]), face_crops, None
             i += k
         pending.clear()
 
@@ -140,7 +142,7 @@ def predict_video(rec: Recognizer, path: Path, out: Output, every: int, settings
                     out.video_frame(path, frame)
                     bar.update(clip.frames_decoded - bar.n)
                     if explain_dir is not None and frame.faces:
-                        write_explanations(rec, frame.rgb, frame.faces, explain_dir,
+                        write_explanations(rec, frame.crops, frame.faces, explain_dir,
                                            f"{path.stem}_t{frame.time_s:07.2f}")
     except VideoError as exc:
         return str(exc)
@@ -149,12 +151,12 @@ def predict_video(rec: Recognizer, path: Path, out: Output, every: int, settings
     return None
 
 
-def write_explanations(rec: Recognizer, rgb: np.ndarray, faces: list[Face], out_dir: Path, stem: str) -> list[Path]:
-    """One PNG per face: the face as the network saw it, with its Grad-CAM heat map."""
+def write_explanations(rec: Recognizer, crops: np.ndarray, faces: list[Face], out_dir: Path,
+                       stem: str) -> list[Path]:
+    """One PNG per face: the crop the network read (as the pipeline cut it), with its Grad-CAM heat map."""
     from fer_core.recognition.explain import explainer_for, gradcam, overlay
     from fer_core.recognition.imageio import encode_png
 
-    crops = rec.crops(to_gray(rgb, "rgb"), [f.detection for f in faces])
     maps, _ = gradcam(explainer_for(rec.weights), crops, [rec.classes.index(f.label) for f in faces])
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             if err is not None:
                 print(f"{group[0]}: error: {err}", file=sys.stderr)
             continue
-        for path, faces, err in predict_paths(rec, group, whole=mode, batch=args.batch, settings=settings):
+        for path, faces, crops, err in predict_paths(rec, group, whole=mode, batch=args.batch, settings=settings):
             if err is not None:
                 failed += 1
                 print(f"{path}: error: {err}", file=sys.stderr)
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             done += 1
             out.image(path, faces)
             if explain_dir is not None and faces:
-                write_explanations(rec, decode_image(path).rgb, faces, explain_dir, path.stem)
+                write_explanations(rec, crops, faces, explain_dir, path.stem)
     if done + failed == 0:
         print("error: no images found in the given paths", file=sys.stderr)
         return 2

@@ -233,7 +233,7 @@ class Recognizer:
             dets = [Detection((0, 0, w, h))]
             return dets, crop_faces(gray, dets, 0.0, IMAGE_SIZE, align=False)
         s = settings or self.settings
-        colour = image.ndim == 3 and image.shape[2] >= 3  # a learned detector uses the colour; Haar greys it
+        colour = image.ndim == 3 and image.shape[2] >= 3 and self.detector.uses_colour
         found = self.detect(to_rgb(image, order) if colour else gray, s)
         return found, self.crops(gray, found, s)
 

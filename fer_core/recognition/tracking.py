@@ -9,6 +9,7 @@ at the cost of a short lag that the user controls (``smoothing``, 0 = none).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,9 +71,11 @@ class IoUTracker:
             used_t.add(tid)
         return out
 
-    def update(self, boxes: list[Box], probs: np.ndarray, detections: list[Detection] | None = None) -> list[Face]:
-        """This frame's boxes and raw probabilities -> faces with track ids and smoothed scores.
-        ``detections`` (one per box) carry the face scores and landmarks over to the faces."""
+    def update(self, found: Sequence[Box | Detection], probs: np.ndarray) -> list[Face]:
+        """This frame's faces (detections, whose scores and landmarks carry over, or plain boxes) and
+        their raw probabilities -> faces with track ids and smoothed scores."""
+        detections = [d if isinstance(d, Detection) else None for d in found]
+        boxes = [d.box if isinstance(d, Detection) else d for d in found]
         self.frame += 1
         matched = self._match(boxes)
         a = self._smoothing
@@ -90,7 +93,7 @@ class IoUTracker:
                 t.box = box
                 t.last_seen = self.frame
             faces.append(Face.from_probs(box, self.tracks[tid].probs, self.classes, track_id=tid,
-                                         detection=detections[i] if detections else None))
+                                         detection=detections[i]))
         for tid in [tid for tid, t in self.tracks.items() if self.frame - t.last_seen > self.max_age]:
             del self.tracks[tid]
         return faces

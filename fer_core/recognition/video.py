@@ -64,6 +64,7 @@ class AnalysedFrame:
     time_s: float
     faces: list[Face]  # with track ids
     rgb: np.ndarray  # the decoded frame (H, W, 3)
+    crops: np.ndarray  # the faces' 48x48 crops, as the network read them
 
     def rows(self) -> list[dict]:
         """One table row per face: frame, time_s, then ``Face.to_dict()``."""
@@ -133,10 +134,10 @@ class VideoAnalysis:
                     continue
                 rgb = frame.to_ndarray(format="rgb24")
                 dets, crops = rec.find_faces(rgb, order="rgb", whole=False, settings=self.settings)
-                faces = tracker.update([d.box for d in dets], rec.classify(crops), dets)
+                faces = tracker.update(dets, rec.classify(crops))
                 self.frames_analysed += 1
                 self.progress = min(1.0, t / total) if total else 0.0
-                yield AnalysedFrame(index, t, faces, rgb)
+                yield AnalysedFrame(index, t, faces, rgb, crops)
         except av.FFmpegError as exc:
             if self.frames_decoded == 0:
                 named = f" '{self.codec}'" if self.codec != "unknown" else ""

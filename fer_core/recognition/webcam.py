@@ -115,7 +115,7 @@ class WebcamProcessor:
             else:  # the tracker carries the boxes: crop this frame where the faces were last found
                 dets = self._carried
                 crops = rec.crops(to_gray(bgr, "bgr"), dets, settings)
-            faces = self.tracker.update([d.box for d in dets], rec.classify(crops), dets)
+            faces = self.tracker.update(dets, rec.classify(crops))
             out = draw_faces(bgr, faces, order="bgr")
             t = round(start - self._t0, 3)
             for f in faces:
