@@ -95,7 +95,9 @@ def live_panel(path: str, cancellable: bool) -> None:
         key = f"ended:{path}"
         if not st.session_state.get(key):
             st.session_state[key] = True
-            deadline = time.monotonic() + 3  # the worker frees the lock just after its last write
+            # the worker frees the lock just after its last write; on a loaded machine that can take
+            # seconds, and a launcher drawn before it would stay disabled until the next visit
+            deadline = time.monotonic() + 20
             while current_lock() is not None and time.monotonic() < deadline:
                 time.sleep(0.1)
             st.rerun()  # once: refresh the launcher and the runs list below
