@@ -164,3 +164,30 @@ def test_val_seed_fixes_the_validation_slice_across_seeds(data: Path) -> None:
 
     assert val_hash(seed=1) != val_hash(seed=2)  # by default each seed holds out its own slice
     assert val_hash(seed=1, val_seed=0) == val_hash(seed=2, val_seed=0) == val_hash(seed=0)
+
+
+def test_epochs_without_improvement_counts_from_the_first_best_epoch() -> None:
+    from fer_core.training.loop import epochs_without_improvement
+
+    rows = [{"val_acc": a} for a in (0.3, 0.5, 0.4, 0.5, 0.45)]
+    assert epochs_without_improvement(rows) == 3  # a tie is not an improvement
+    assert epochs_without_improvement(rows[:2]) == 0
+    assert epochs_without_improvement([]) == 0
+
+
+def test_patience_stops_a_stalled_run_and_keeps_its_best_epoch(data: Path, tmp_path: Path) -> None:
+    # a learning rate this small cannot improve the network, so validation accuracy stalls at once
+    out = train(_cfg(data, tmp_path / "run", epochs=30, lr=1e-12, optimizer="sgd", patience=2),
+                log=lambda _: None, show_bar=False)
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    accs = [float(r["val_acc"]) for r in rows]
+    assert len(rows) < 30
+    assert len(accs) - 1 - accs.index(max(accs)) == 2  # stopped exactly when patience ran out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == len(rows) and metrics["best_epoch"] == accs.index(max(accs)) + 1
+    assert json.loads((out / "progress.json").read_text())["status"] == "finished"
+
+
+def test_patience_must_be_a_positive_whole_number(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="patience must be"):
+        train(_cfg(data, tmp_path / "run", patience=0), log=lambda _: None, show_bar=False)

@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig | str:
     ap.add_argument("--init", default=d.init, metavar="WEIGHTS",
                     help="start from these weights (same architecture) instead of random ones, e.g. to anneal "
                          "a stopped run's best checkpoint with --schedule cosine and a small --lr")
+    ap.add_argument("--patience", type=int, default=d.patience, metavar="EPOCHS",
+                    help="early stopping: end the run once validation accuracy has not improved for this many "
+                         "epochs (the best checkpoint is the one kept); default: train all --epochs")
     ap.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     ap.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
     ap.add_argument("--out", default=d.out, help="run folder (default: runs/<time>-<arch>-<optimizer>-lr<lr>)")

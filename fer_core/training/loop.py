@@ -74,6 +74,7 @@ class TrainConfig:
     teacher: str | None = None  # weights to distil from (see fer_core.training.distill); None trains on labels alone
     distill: float = 0.5  # the teacher's share of each target, when there is a teacher
     init: str | None = None  # weights to start from (same architecture), e.g. to anneal a stopped run; None = random
+    patience: int | None = None  # stop once validation accuracy has not improved for this many epochs; None = never
     device: str = "auto"
     precision: str = "auto"
     out: str | None = None
@@ -117,6 +118,8 @@ class TrainConfig:
                     problems.append(f"--init {self.init} holds a {start.arch}, not a {self.arch}")
             except CheckpointError as exc:
                 problems.append(f"init: {exc}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            problems.append(f"patience must be a whole number of epochs >= 1, got {self.patience}")
         if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
             problems.append(f"subset must be a positive number of images per class, got {self.subset}")
         try:
@@ -420,8 +423,19 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
         writer.update_progress(force=True, best_val_acc=best_acc)
         save_state(out, epoch=epoch, best_acc=best_acc, elapsed_s=time.monotonic() - started, model=model,
                    opt=opt, sched=sched, gen=gen)
+        stale = epochs_without_improvement(writer.history)
+        if cfg.patience is not None and stale >= cfg.patience and epoch < cfg.epochs:
+            log(f"early stop after epoch {epoch}: validation accuracy has not improved for {stale} epochs "
+                f"(best {best_acc:.4f} at epoch {epoch - stale})")
+            break
     finish(out, data, writer, log, time.monotonic() - started)
     clear_state(out)
+
+
+def epochs_without_improvement(history: list[dict]) -> int:
+    """Epochs since the best validation accuracy, read from the history so that it survives a resume."""
+    accs = [row["val_acc"] for row in history]
+    return len(accs) - 1 - accs.index(max(accs)) if accs else 0
 
 
 def finish(out: Path, data: PreparedData, writer: RunWriter, log: Callable[[str], None], seconds: float) -> None:
@@ -429,8 +443,9 @@ def finish(out: Path, data: PreparedData, writer: RunWriter, log: Callable[[str]
     model, _ = load_checkpoint(out / "model.safetensors")
     split = data.test if data.test is not None else data.val
     result = evaluate(model, split)
-    metrics = {"split": split.name, "train_seconds": round(seconds, 1),
-               "best_val_acc": max(r["val_acc"] for r in writer.history), **result.metrics()}
+    best = max(writer.history, key=lambda r: r["val_acc"])
+    metrics = {"split": split.name, "train_seconds": round(seconds, 1), "epochs_run": len(writer.history),
+               "best_epoch": best["epoch"], "best_val_acc": best["val_acc"], **result.metrics()}
     write_json(out / "metrics.json", metrics)
     write_text(out / "report.txt", f"{split.name} split\n{result.format()}\n")
     log(f"{split.name}: {result.format()}")
