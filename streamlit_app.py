@@ -3,9 +3,16 @@ is a thin file in ``pages/`` over ``fer_core``."""
 
 import streamlit as st
 
-from fer_core.runs.app_settings import training_allowed
+from fer_core.runs.app_settings import ADMIN_KEY, SettingsError, load_settings, training_visible
 
 st.set_page_config(page_title="fer — facial emotion recognition", page_icon="🙂", layout="wide")
+try:
+    public = load_settings().public
+except SettingsError:  # the pages name the bad setting; error details stay hidden meanwhile
+    public = True
+if public:  # tracebacks go to the server log only; visitors get no developer menu
+    st.set_option("client.showErrorDetails", "none")
+    st.set_option("client.toolbarMode", "viewer")
 
 pages = {
     "": [st.Page("pages/home.py", title="Home", icon="🏠", default=True)],
@@ -18,9 +25,9 @@ pages = {
         st.Page("pages/metrics.py", title="Metrics", icon="📊"),
         st.Page("pages/dataset.py", title="Dataset", icon="🗂️"),
     ],
-    "Experiment": [  # FER_ALLOW_TRAINING=0 hides the launcher (registered still, so links to it never break)
+    "Experiment": [  # listed only where this visitor may train; registered still, and the page itself refuses
         st.Page("pages/training.py", title="Training", icon="🏋️",
-                visibility="visible" if training_allowed() else "hidden"),
+                visibility="visible" if training_visible(st.session_state.get(ADMIN_KEY, False)) else "hidden"),
         st.Page("pages/study.py", title="Optimizer study", icon="🧪"),
     ],
 }

@@ -15,6 +15,7 @@ from fer_core import EMOTIONS
 from fer_core.common.paths import default_data_path
 from fer_core.data.cleaning import REASONS, CleaningReport, clean_train
 from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
+from fer_core.runs.app_settings import SettingsError, load_settings
 
 SAMPLES_PER_CLASS = 8
 EXAMPLES_SHOWN = 12
@@ -114,12 +115,22 @@ def show_cleaning(splits: dict[str, Split], report: CleaningReport) -> None:
 st.title("Dataset")
 st.caption("FER-2013: 48×48 grey faces in seven emotions — how many of each, what they look like, "
            "and what cleaning removes before training.")
-data_path = st.text_input("Dataset (folder or fer2013.csv)", str(default_data_path()), key="dataset_data_path").strip()
+try:
+    may_choose = load_settings().may_choose_paths()
+except SettingsError as exc:
+    st.error(f"This deployment's settings are invalid: {exc}")
+    st.stop()
+if may_choose:
+    data_path = st.text_input("Dataset (folder or fer2013.csv)", str(default_data_path()),
+                              key="dataset_data_path").strip()
+else:  # a public deployment: the configured copy only, never a path a visitor types
+    data_path = str(default_data_path())
 
 try:
     splits = load_all(data_path, _stamp(data_path)) if data_path else {}
 except (DatasetError, OSError) as exc:
-    st.info(f"No usable dataset at `{data_path}`: {exc}. {DATA_HELP}")
+    st.info(f"No usable dataset at `{data_path}`: {exc}. {DATA_HELP}" if may_choose
+            else "This deployment has no FER-2013 copy to show.")
     st.stop()
 if not splits:
     st.info(DATA_HELP)

@@ -7,7 +7,7 @@ import streamlit as st
 from fer_core import EMOTIONS
 from fer_core.models.active import accurate_weights, active_weights, shipped_models
 from fer_core.models.card import TestMetrics, load_card
-from fer_core.runs.app_settings import training_allowed
+from fer_core.runs.app_settings import ADMIN_KEY, training_visible
 
 st.title("fer — facial emotion recognition")
 st.markdown(
@@ -69,7 +69,7 @@ with cols[1]:
     st.page_link("pages/metrics.py", label="Metrics — report & confusion matrix", icon="📊")
     st.page_link("pages/dataset.py", label="Dataset — FER-2013 and its cleaning", icon="🗂️")
 with cols[2]:
-    if training_allowed():
+    if training_visible(st.session_state.get(ADMIN_KEY, False)):
         st.page_link("pages/training.py", label="Training — launch your own run", icon="🏋️")
     st.page_link("pages/study.py", label="Optimizer study — the paper's experiment", icon="🧪")
 st.caption("Frames and uploads are processed in memory and never stored.")

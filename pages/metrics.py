@@ -19,12 +19,13 @@ import streamlit as st
 from fer_core import EMOTIONS
 from fer_core.common.paths import default_data_path, runs_dir
 from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
-from fer_core.evaluation.cache import cached_evaluate, weights_hash
+from fer_core.evaluation.cache import cached_evaluate, lookup, weights_hash
 from fer_core.evaluation.calibration import reliability
 from fer_core.evaluation.evaluate import Evaluation
 from fer_core.models.active import accurate_weights, shipped_models
 from fer_core.models.card import ModelCard, load_card
 from fer_core.models.checkpoint import CheckpointError
+from fer_core.runs.app_settings import SettingsError, load_settings
 from fer_core.training.history import read_history
 
 GALLERY_PAGE = 48
@@ -95,9 +96,16 @@ def _evaluations() -> dict[tuple, Evaluation]:
     return {}
 
 
-def get_evaluation(weights: Path, split: Split, data_hash: str, tta: bool) -> Evaluation:
+def get_evaluation(weights: Path, split: Split, data_hash: str, tta: bool, compute: bool) -> Evaluation | None:
+    """The evaluation, from memory or the disk cache; computed here only when ``compute`` (never on a
+    public deployment, where ``fer-precompute`` fills the cache); None when it is not available."""
     key = (weights_hash(weights), data_hash, split.name, tta)
     memo = _evaluations()
+    if key not in memo and not compute:
+        hit = lookup(weights, split, tta, data_hash)
+        if hit is None:
+            return None
+        memo[key] = hit
     if key not in memo:
         bar = st.progress(0.0, text=f"Evaluating on {len(split):,} images of {split.name}…")
 
@@ -298,11 +306,21 @@ st.title("Metrics")
 st.caption("Accuracy, the per-class report, the confusion matrix and calibration of any model, on any split "
            "— the same numbers `fer-evaluate` prints.")
 
+try:
+    public = load_settings().public
+except SettingsError as exc:
+    st.error(f"This deployment's settings are invalid: {exc}")
+    st.stop()
 choices = model_choices()
 c1, c2, c3, c4 = st.columns([3, 3, 1, 1.2], vertical_alignment="bottom")
 label = c1.selectbox("Model", list(choices), key="model")
 weights = choices[label]
-data_path = c2.text_input("Dataset (folder or fer2013.csv)", str(default_data_path()), key="metrics_data_path").strip()
+if public:  # the configured copy only: no server path is typed, and nothing is evaluated on request
+    data_path = str(default_data_path())
+    c2.caption("Dataset: this deployment's FER-2013 copy. Evaluations shown here were computed in advance.")
+else:
+    data_path = c2.text_input("Dataset (folder or fer2013.csv)", str(default_data_path()),
+                              key="metrics_data_path").strip()
 card = load_card(weights)
 
 splits: list[str] = []
@@ -317,13 +335,16 @@ tta = c4.toggle("TTA", key="tta", help="Test-time augmentation: average each fac
                 "zoomed and mirrored views (`--tta` of the CLI; 14x the work).")
 
 if not splits:
-    st.info((f"No dataset at `{data_path}`: {data_error}. " if data_error else "") + DATA_HELP)
+    if public:
+        st.info("This deployment has no FER-2013 copy to evaluate on.")
+    else:
+        st.info((f"No dataset at `{data_path}`: {data_error}. " if data_error else "") + DATA_HELP)
     show_stored(card, weights)
     st.stop()
 
 try:
     split, data_hash = load_split_cached(data_path, split_name, _data_stamp(data_path, split_name))
-    ev = get_evaluation(weights, split, data_hash, tta)
+    ev = get_evaluation(weights, split, data_hash, tta, compute=not public)
 except (DatasetError, OSError) as exc:
     st.error(f"Could not load the {split_name} split of `{data_path}`: {exc}")
     show_stored(card, weights)
@@ -333,13 +354,20 @@ except CheckpointError as exc:
              "(`python train.py`).")
     st.stop()
 
+if ev is None:
+    st.info(f"The {split_name} split{' with TTA' if tta else ''} of this model has not been evaluated in advance "
+            "on this public deployment (FER_PUBLIC=1 computes no evaluation on request; its operator runs "
+            "`fer-precompute`).")
+    show_stored(card, weights)
+    st.stop()
 m = ev.metrics()
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Accuracy", f"{m['accuracy'] * 100:.2f}%")
 c2.metric("Macro-F1", f"{m['macro_f1']:.4f}")
 c3.metric("Weighted-F1", f"{m['weighted_f1']:.4f}")
 c4.metric("Images", f"{m['n']:,}")
-st.caption(f"`{weights}` on the {split_name} split of `{data_path}` (data hash {data_hash}), "
+where = "this deployment's FER-2013" if public else f"`{data_path}`"
+st.caption(f"`{label}` on the {split_name} split of {where} (data hash {data_hash}), "
            f"test-time augmentation {'on' if tta else 'off'}.")
 
 st.subheader("Classification report")

@@ -8,11 +8,16 @@ from fer_core.models.active import model_choices
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.recognition.annotate import EMOTION_COLORS, draw_faces
 from fer_core.recognition.detect import DETECTORS, DetectorSettings, available_detectors, to_gray
-from fer_core.recognition.imageio import IMAGE_TYPES, MAX_PIXELS, ImageError, decode_image, encode_png
+from fer_core.recognition.imageio import IMAGE_TYPES, ImageError, decode_image, encode_png
 from fer_core.recognition.recognizer import Recognizer
 from fer_core.runs.app_settings import SettingsError, load_settings
 
 st.title("Photo")
+try:
+    app = load_settings()
+except SettingsError as exc:
+    st.error(f"Deployment setting problem: {exc}")
+    st.stop()
 st.markdown("Upload one or more photos: every face found is boxed and labelled with its most likely emotion, "
             "and the network's seven probabilities are shown per face. Images stay in memory and are never stored.")
 
@@ -64,19 +69,17 @@ except CheckpointError as exc:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def faces_in(data: bytes, weights: str, version: int, detector: str, settings: DetectorSettings, tta: bool,
-             whole: bool | None) -> list:
+             whole: bool | None, max_pixels: int) -> list:
     """Every face of one upload, computed once per (content, model, detector settings): reruns for
     other widgets, other visitors and repeated uploads of the same photo reuse it."""
     recognizer = Recognizer.load(weights, tta=tta, detector=detector)
-    return recognizer.predict(decode_image(data).rgb, order="rgb", settings=settings, whole=whole)
+    return recognizer.predict(decode_image(data, max_pixels=max_pixels).rgb, order="rgb", settings=settings,
+                              whole=whole)
 
 
-try:
-    max_files = load_settings().max_files
-except SettingsError as exc:
-    st.error(f"Deployment setting problem: {exc}")
-    st.stop()
-files = st.file_uploader(f"Photos ({', '.join(IMAGE_TYPES)}; up to {MAX_PIXELS // 1_000_000} megapixels each)",
+max_files = app.max_files
+files = st.file_uploader(f"Photos ({', '.join(IMAGE_TYPES)}; up to {app.max_pixels / 1e6:g} megapixels each, "
+                         f"{max_files} per upload)",
                          type=list(IMAGE_TYPES), accept_multiple_files=True)
 if not files:
     st.info("Drop a photo above: a group photo works best. Small face crops (like FER-2013's 48×48 images) "
@@ -93,7 +96,7 @@ for index, upload in enumerate(files):
     with st.container(border=True):
         st.subheader(upload.name)
         try:
-            decoded = decode_image(upload)
+            decoded = decode_image(upload, max_pixels=app.max_pixels)
         except ImageError as exc:
             st.error(f"Cannot use **{upload.name}**: {exc}.")
             continue
@@ -102,7 +105,7 @@ for index, upload in enumerate(files):
         whole_key = f"whole_{index}_{upload.file_id}"
         whole = True if st.session_state.get(whole_key) else None
         faces = faces_in(upload.getvalue(), str(rec.weights), rec.weights.stat().st_mtime_ns, detector, settings, tta,
-                         whole)
+                         whole, app.max_pixels)
         if not faces:
             st.warning("No face found in this image. Try a smaller 'Smallest face' or fewer 'Min neighbours' in "
                        "the detector settings, or classify the whole image as one face.")

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from fer_core.common.paths import PROJECT_ROOT, runs_dir
+from fer_core.runs.app_settings import SettingsError, load_settings
 from fer_core.training.study import heatmap_figure, load_study, winner
 
 SHIPPED = PROJECT_ROOT / "reports" / "study"
@@ -28,6 +29,15 @@ def known_studies() -> list[Path]:
     return found
 
 
+def study_label(option: str) -> str:
+    """A study as the project names it (``reports/study``, ``runs/<name>``), not as a server path."""
+    path = Path(option)
+    for root, prefix in ((PROJECT_ROOT, ""), (runs_dir(), "runs/")):
+        if path.is_relative_to(root):
+            return prefix + str(path.relative_to(root))
+    return option
+
+
 def pct(x: object) -> str:
     return f"{x * 100:.1f}%" if isinstance(x, int | float) else "—"
 
@@ -38,9 +48,17 @@ st.markdown(f"The paper reports that **{PAPER_CLAIM}** trains its CNN best. Here
             "subset, batch size and seed are identical in every cell); the winner is picked on validation "
             "accuracy, and test accuracy is reported beside it.")
 
+try:
+    may_choose = load_settings().may_choose_paths()
+except SettingsError as exc:
+    st.error(f"This deployment's settings are invalid: {exc}")
+    st.stop()
 studies = known_studies()
-options = [str(p) for p in studies] + ["another folder…"]
-choice = st.selectbox("Study folder", options, key="study")
+options = [str(p) for p in studies] + (["another folder…"] if may_choose else [])  # public: listed studies only
+if not options:
+    st.info("No study is available on this deployment.")
+    st.stop()
+choice = st.selectbox("Study folder", options, key="study", format_func=study_label)
 folder = st.text_input("Path to a study folder", key="study-path") if choice == "another folder…" else choice
 if not folder:
     st.info("Run one with `fer-study --out DIR …` and give its folder here.")

@@ -22,7 +22,7 @@ from fer_core.common.paths import default_data_path
 from fer_core.models.active import DEFAULT_WEIGHTS, accurate_weights, active_weights
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.models.zoo import describe, list_models
-from fer_core.runs.app_settings import AppSettings, SettingsError, load_settings
+from fer_core.runs.app_settings import ADMIN_KEY, AppSettings, SettingsError, load_settings
 from fer_core.runs.control import cancel_run, promote, restore_default
 from fer_core.runs.duration import estimate
 from fer_core.runs.errors import RunError
@@ -151,7 +151,7 @@ def live_section(runs: list[Run]) -> None:
 # --------------------------------------------------------------------------- launcher
 
 
-def launch_problems(cfg: TrainConfig, settings: AppSettings) -> list[str]:
+def launch_problems(cfg: TrainConfig, settings: AppSettings, admin: bool) -> list[str]:
     """``check_config``, asked again only when the launch settings (or the data path's timestamp)
     change: ``TrainConfig.validate`` reads the data (all of fer2013.csv), and the page reruns on
     every click anywhere on it. Start checks afresh anyway (``start_run``)."""
@@ -159,18 +159,26 @@ def launch_problems(cfg: TrainConfig, settings: AppSettings) -> list[str]:
         data_stamp: int | None = os.stat(cfg.data).st_mtime_ns
     except (OSError, ValueError):
         data_stamp = None
-    key = repr((asdict(cfg), settings, data_stamp))
+    key = repr((asdict(cfg), settings, admin, data_stamp))
     cached = st.session_state.get("launch-check")
     if cached is None or cached[0] != key:
-        cached = (key, check_config(cfg, settings))
+        cached = (key, check_config(cfg, settings, admin))
         st.session_state["launch-check"] = cached
     return list(cached[1])
 
 
-def launcher(settings: AppSettings, runs: list[Run]) -> None:
+def dataset_field(settings: AppSettings) -> str:
+    """A free-text path locally; on a public deployment only the configured dataset (no server paths)."""
+    if settings.may_choose_paths():
+        return st.text_input("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv",
+                             value=str(default_data_path()), key="data")
+    st.caption("Dataset: the FER-2013 copy this deployment is configured with (`FER_DATA`).")
+    return str(default_data_path())
+
+
+def launcher(settings: AppSettings, runs: list[Run], admin: bool) -> None:
     st.subheader("Launch a run")
-    data = st.text_input("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv", value=str(default_data_path()),
-                         key="data")
+    data = dataset_field(settings)
     archs = list_models()
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture", archs, index=archs.index("fernet_s") if "fernet_s" in archs else 0,
@@ -199,7 +207,7 @@ def launcher(settings: AppSettings, runs: list[Run]) -> None:
     cfg = TrainConfig(data=data.strip(), arch=arch, optimizer=optimizer, lr=lr, epochs=int(epochs),
                       batch_size=int(batch), subset=int(subset) or None, seed=int(seed), schedule=schedule,
                       augment=bool(augment))
-    problems = lr_problems + [p for p in launch_problems(cfg, settings)
+    problems = lr_problems + [p for p in launch_problems(cfg, settings, admin)
                               if not (lr_problems and p.startswith("learning rate"))]
     busy = current_lock()
     if problems:
@@ -216,7 +224,7 @@ def launcher(settings: AppSettings, runs: list[Run]) -> None:
         st.info(f"A run is in progress (PID {busy.get('pid')}); one run at a time.")
     if st.button("Start training", type="primary", disabled=bool(problems) or busy is not None, key="start"):
         try:
-            out = start_run(cfg, settings)
+            out = start_run(cfg, settings, admin)
         except (ValueError, RunError, TrainingError) as exc:
             st.error(f"Not started: {exc}")
         else:
@@ -267,7 +275,7 @@ def runs_section(runs: list[Run]) -> None:
             st.plotly_chart(compare_figure([r for r in with_curves if r.name in picked]), key="compare-chart")
 
 
-def resume_section(runs: list[Run], settings: AppSettings) -> None:
+def resume_section(runs: list[Run], settings: AppSettings, admin: bool) -> None:
     stopped = [r for r in runs if r.resumable]
     if not stopped:
         return
@@ -283,7 +291,7 @@ def resume_section(runs: list[Run], settings: AppSettings) -> None:
     busy = current_lock()
     if c2.button("Resume", key="resume", disabled=busy is not None):
         try:
-            out = resume_run(choice.path, settings)
+            out = resume_run(choice.path, settings, admin)
         except (ValueError, RunError, TrainingError) as exc:
             st.error(f"Not resumed: {exc}")
         else:
@@ -323,6 +331,24 @@ def promote_section(runs: list[Run]) -> None:
 
 # --------------------------------------------------------------------------- page
 
+
+def admin_sign_in(settings: AppSettings) -> None:
+    """On a public deployment, the one way in: the admin password (from the deployment's secrets)."""
+    st.info("On this public deployment, training, cancelling and promoting runs are for its admin only.")
+    if not settings.admin_password:
+        st.caption("No admin password is configured (`FER_ADMIN_PASSWORD` in `.streamlit/secrets.toml`), "
+                   "so training stays off.")
+        return
+    with st.form("admin-sign-in", clear_on_submit=True):  # the typed password does not stay in the session
+        given = st.text_input("Admin password", type="password", key="admin-password")
+        if st.form_submit_button("Sign in"):
+            if settings.password_matches(given):
+                st.session_state[ADMIN_KEY] = True
+                st.rerun()
+            time.sleep(1.0)  # slows guessing down; the comparison itself is constant-time
+            st.error("Wrong password.")
+
+
 st.title("Training")
 try:
     settings = load_settings()
@@ -332,11 +358,18 @@ except SettingsError as exc:
 if not settings.allow_training:
     st.info("Training is disabled on this deployment (FER_ALLOW_TRAINING=0).")
     st.stop()
+admin = bool(st.session_state.get(ADMIN_KEY, False))
+if not settings.may_control_runs(admin):  # reached by its URL: nothing below is drawn, nothing can be clicked
+    admin_sign_in(settings)
+    st.stop()
+if settings.public and st.sidebar.button("Sign out (admin)", key="sign-out"):
+    st.session_state[ADMIN_KEY] = False
+    st.rerun()
 st.caption("Runs train in a separate background process with the same code as `python train.py`: you may close "
            "this tab and come back. One run at a time.")
 all_runs = list_runs()
 live_section(all_runs)
-launcher(settings, all_runs)
+launcher(settings, all_runs, admin)
 runs_section(all_runs)
-resume_section(all_runs, settings)
+resume_section(all_runs, settings, admin)
 promote_section(all_runs)

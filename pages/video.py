@@ -8,9 +8,23 @@ from fer_core.models.checkpoint import CheckpointError
 from fer_core.recognition.annotate import EMOTION_COLORS
 from fer_core.recognition.detect import DetectorSettings, available_detectors
 from fer_core.recognition.recognizer import Recognizer
-from fer_core.recognition.video import MAX_SECONDS, VIDEO_TYPES, VideoError, analyse_video
+from fer_core.recognition.video import (
+    STOP_REASONS,
+    VIDEO_TYPES,
+    VideoError,
+    VideoLimitError,
+    VideoResult,
+    analyse_video,
+)
+from fer_core.runs.app_settings import AppSettings, SettingsError, load_settings
 
 st.title("Video")
+try:
+    app = load_settings()
+except SettingsError as exc:
+    st.error(f"Deployment setting problem: {exc}")
+    st.stop()
+limits = app.video_limits()
 st.markdown("Upload a short clip: every Nth frame is analysed, faces are followed from frame to frame, and each "
             "face gets its own emotion-over-time chart. The clip is read from memory and never stored.")
 
@@ -28,33 +42,58 @@ except CheckpointError as exc:
     st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`).")
     st.stop()
 
-upload = st.file_uploader(f"Video ({', '.join(VIDEO_TYPES)}; the first {MAX_SECONDS / 60:.0f} minutes are analysed)",
-                          type=list(VIDEO_TYPES))
+upload = st.file_uploader(
+    f"Video ({', '.join(VIDEO_TYPES)}; the first {limits.max_seconds / 60:g} min of a clip of up to "
+    f"{limits.max_pixels / 1e6:.1f} megapixels a frame, at most {limits.max_frames:,} frames analysed)",
+    type=list(VIDEO_TYPES))
 if upload is None:
     st.info("Drop a video file above.")
     st.stop()
 
-cache_key = (upload.file_id, int(every), smoothing, min_size, str(rec.weights), detector)
-cached = st.session_state.get("video_result")
-if cached is not None and cached[0] == cache_key:
-    result = cached[1]  # a rerun for another widget: do not analyse the clip again
+
+def request_stop() -> None:
+    """The Stop button: the click itself interrupts the analysis (Streamlit ends the running script at
+    its next progress update); this marks the interrupted analysis as stopped rather than to be redone."""
+    st.session_state["video"]["stop_requested"] = True
+
+
+def stop_note(result: VideoResult, settings: AppSettings) -> str:
+    """Why the analysis ended before the clip did, naming the cap when one did it."""
+    reason = STOP_REASONS.get(result.stopped or "", "")
+    cap = f" ({settings.video_setting(result.stopped)})" if result.stopped in ("max_seconds", "max_frames",
+                                                                              "max_wall_seconds") else ""
+    return f" · stopped at {result.last_time_s:.1f} s by {reason}{cap}; the part before it is shown"
+
+
+cache_key = (upload.file_id, int(every), smoothing, min_size, str(rec.weights), detector, limits)
+state = st.session_state.get("video")
+if state is not None and state["key"] == cache_key and (state["done"] or state.get("stop_requested")):
+    result = state["result"]  # a rerun for another widget, or after Stop: do not analyse the clip again
+    if not state["done"]:
+        result.stopped = result.stopped or "stopped"
 else:
+    result = VideoResult()  # filled as frames are analysed, so Stop keeps what was done
+    state = st.session_state["video"] = {"key": cache_key, "result": result, "done": False}
     bar = st.progress(0.0, text="Analysing…")
+    stop = st.empty()
+    stop.button("Stop", key="video-stop", on_click=request_stop, help="Stop the analysis and keep what is done.")
     try:
-        result = analyse_video(upload, rec, every=int(every), smoothing=smoothing,
-                               settings=DetectorSettings(min_size=min_size),
-                               progress=lambda f: bar.progress(min(1.0, f), text=f"Analysing… {f * 100:.0f}%"))
+        analyse_video(upload, rec, every=int(every), smoothing=smoothing, settings=DetectorSettings(min_size=min_size),
+                      limits=limits, into=result,
+                      progress=lambda f: bar.progress(min(1.0, f), text=f"Analysing… {f * 100:.0f}%"))
     except VideoError as exc:
-        bar.empty()
-        st.error(f"Cannot use **{upload.name}**: {exc}")
+        named = f" ({app.video_setting(exc.limit)})" if isinstance(exc, VideoLimitError) else ""
+        st.error(f"Cannot use **{upload.name}**: {exc}{named}.")
         st.stop()
-    bar.empty()
-    st.session_state["video_result"] = (cache_key, result)
+    finally:
+        bar.empty()
+        stop.empty()
+    state["done"] = True
 
 duration = result.frames_decoded / result.fps if result.fps else 0
-st.caption(f"{result.codec}, {result.width}×{result.height}, {result.fps:.1f} fps, {duration:.1f} s · "
+st.caption(f"{result.codec}, {result.width}×{result.height}, {result.fps:.1f} fps, {duration:.1f} s read · "
            f"{result.frames_analysed} of {result.frames_decoded} frames analysed"
-           + (" · stopped at the length limit or at damaged data" if result.truncated else ""))
+           + (stop_note(result, app) if result.stopped else ""))
 if not result.rows:
     st.warning("No face found in the analysed frames. Try a smaller 'Smallest face' or analysing more frames.")
     st.stop()

@@ -23,6 +23,8 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("FER_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("FER_RUNS_DIR", str(base / "runs"))
     monkeypatch.delenv("FER_WEIGHTS", raising=False)
+    for name in [n for n in os.environ if n.startswith(("FER_MAX_", "FER_PUBLIC", "FER_ADMIN", "FER_ALLOW"))]:
+        monkeypatch.delenv(name)  # a deployment's settings in the developer's shell must not change the tests
 
 
 def make_face(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:

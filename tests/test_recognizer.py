@@ -24,7 +24,7 @@ from fer_core.recognition.detect import DetectorSettings, iou, suppress_overlaps
 from fer_core.recognition.pipeline_bench import compose_frame, detectable_faces
 from fer_core.recognition.recognizer import Face, Recognizer
 from fer_core.recognition.tracking import IoUTracker
-from fer_core.recognition.video import VideoError, analyse_video
+from fer_core.recognition.video import VideoError, VideoLimitError, VideoLimits, VideoResult, analyse_video
 from fer_core.recognition.webcam import WEBCAM_SETTINGS, WebcamProcessor, ice_servers
 from tests.conftest import make_face, write_test_video
 
@@ -360,6 +360,48 @@ def test_video_without_faces_and_bad_videos(rec, tmp_path):
     unknown.write_bytes(data.replace(b"FMP4", b"ZZZZ"))  # a codec no decoder knows
     with pytest.raises(VideoError, match="unsupported codec"):
         analyse_video(unknown, rec)
+
+
+def _plain_clip(path, n: int = 12, size: tuple[int, int] = (96, 128)):
+    write_test_video(path, [np.full(size, 60 + i, np.uint8) for i in range(n)], codec="mpeg4")
+    return path
+
+
+def test_video_limits_end_the_analysis_early_and_say_which(rec, tmp_path):
+    path = _plain_clip(tmp_path / "plain.mp4")
+    res = analyse_video(path, rec, every=2, limits=VideoLimits(max_frames=3))
+    assert (res.frames_analysed, res.stopped, res.truncated) == (3, "max_frames", True)
+    res = analyse_video(path, rec, every=1, limits=VideoLimits(max_seconds=0.45))  # write_test_video: 10 fps
+    assert res.stopped == "max_seconds" and res.frames_decoded == 5 and res.last_time_s <= 0.45
+    res = analyse_video(path, rec, limits=VideoLimits(max_wall_seconds=0.0))
+    assert (res.stopped, res.frames_decoded, res.rows) == ("max_wall_seconds", 0, [])  # not "no frames"
+    calls = iter(range(100))
+    res = analyse_video(path, rec, every=1, should_stop=lambda: next(calls) >= 4)
+    assert (res.stopped, res.frames_analysed) == ("stopped", 4)
+    res = analyse_video(path, rec, every=1, limits=VideoLimits(max_frames=12))
+    assert res.stopped is None and res.frames_analysed == 12  # the clip ended first: nothing was cut
+
+
+def test_video_over_the_resolution_cap_is_refused_before_decoding(rec, tmp_path):
+    path = _plain_clip(tmp_path / "wide.mp4", n=3, size=(96, 128))
+    with pytest.raises(VideoLimitError, match=r"128x96 \(0.0 megapixels a frame\)") as refused:
+        analyse_video(path, rec, limits=VideoLimits(max_pixels=128 * 96 - 1))
+    assert refused.value.limit == "max_pixels"
+    assert analyse_video(path, rec, limits=VideoLimits(max_pixels=128 * 96)).frames_decoded == 3
+
+
+def test_an_interrupted_analysis_keeps_what_it_analysed(rec, tmp_path):
+    """A Stop click ends the page's script inside the progress callback: the result passed in holds the rows."""
+    path = _plain_clip(tmp_path / "plain.mp4")
+    partial = VideoResult()
+
+    def interrupt(fraction: float) -> None:
+        if partial.frames_analysed >= 5:
+            raise KeyboardInterrupt  # what Streamlit's rerun does to the running script, in effect
+
+    with pytest.raises(KeyboardInterrupt):
+        analyse_video(path, rec, every=1, progress=interrupt, into=partial)
+    assert partial.frames_analysed == 5 and (partial.width, partial.height, partial.codec) == (128, 96, "mpeg4")
 
 
 @pytest.mark.data

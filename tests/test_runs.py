@@ -491,16 +491,17 @@ def test_a_launched_run_without_progress_is_starting_only_while_its_lock_lives()
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fer_core.runs.app_settings import DEFAULT_MAX_EPOCHS, SettingsError, load_settings, training_allowed
+    from fer_core.runs.app_settings import DEFAULT_MAX_EPOCHS, SettingsError, load_settings, training_visible
 
-    for var in ("FER_ALLOW_TRAINING", "FER_MAX_EPOCHS", "FER_MAX_SUBSET"):
+    for var in ("FER_ALLOW_TRAINING", "FER_MAX_EPOCHS", "FER_MAX_SUBSET", "FER_PUBLIC"):
         monkeypatch.delenv(var, raising=False)
-    assert load_settings() == AppSettings(True, DEFAULT_MAX_EPOCHS, None)
+    assert load_settings(secrets={}) == AppSettings(allow_training=True, max_epochs=DEFAULT_MAX_EPOCHS)
     monkeypatch.setenv("FER_ALLOW_TRAINING", "false")
     monkeypatch.setenv("FER_MAX_EPOCHS", "5")
     monkeypatch.setenv("FER_MAX_SUBSET", "300")
-    assert load_settings() == AppSettings(False, 5, 300) and not training_allowed()
+    assert load_settings(secrets={}) == AppSettings(allow_training=False, max_epochs=5, max_subset=300)
+    assert not training_visible()
     monkeypatch.setenv("FER_MAX_SUBSET", "0")
-    with pytest.raises(SettingsError, match="FER_MAX_SUBSET must be >= 1"):
-        load_settings()
+    with pytest.raises(SettingsError, match="FER_MAX_SUBSET must be > 0"):
+        load_settings(secrets={})
     assert AppSettings(max_epochs=5, max_subset=300).check(5, 300) == []

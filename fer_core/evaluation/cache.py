@@ -85,6 +85,14 @@ def store(path: Path, result: Evaluation) -> None:
         pass  # an unwritable cache only costs speed
 
 
+def lookup(weights: str | os.PathLike, split: Split, tta: bool = False,
+           data_hash: str | None = None) -> Evaluation | None:
+    """The stored evaluation when there is one, without computing anything: what a public deployment
+    shows, since an evaluation it computed on request would be work a visitor could repeat at will."""
+    return load_cached(cache_path(weights_hash(weights), data_hash or split.content_hash(), split.name, tta),
+                       len(split))
+
+
 def cached_evaluate(weights: str | os.PathLike, split: Split, tta: bool = False,
                     progress: Callable[[int, int], None] | None = None,
                     data_hash: str | None = None) -> tuple[Evaluation, bool]:
@@ -93,10 +101,10 @@ def cached_evaluate(weights: str | os.PathLike, split: Split, tta: bool = False,
     Returns ``(evaluation, from_cache)``. ``data_hash`` may be passed when the caller already
     computed ``split.content_hash()``. Raises ``CheckpointError`` for unusable weights.
     """
-    path = cache_path(weights_hash(weights), data_hash or split.content_hash(), split.name, tta)
-    hit = load_cached(path, len(split))
+    hit = lookup(weights, split, tta, data_hash)
     if hit is not None:
         return hit, True
+    path = cache_path(weights_hash(weights), data_hash or split.content_hash(), split.name, tta)
     model, _ = load_checkpoint(weights)
     torch.manual_seed(0)
     result = evaluate(model, split, tta=tta, progress=progress)

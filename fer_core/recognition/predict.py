@@ -27,7 +27,7 @@ from fer_core.models.active import accurate_weights
 from fer_core.recognition.detect import DEFAULT_DETECTOR, DETECTORS, DetectorSettings, DetectorUnavailable
 from fer_core.recognition.imageio import IMAGE_TYPES, ImageError, decode_image
 from fer_core.recognition.recognizer import Face, Recognizer
-from fer_core.recognition.video import VIDEO_TYPES, AnalysedFrame, VideoAnalysis, VideoError
+from fer_core.recognition.video import VIDEO_TYPES, AnalysedFrame, VideoAnalysis, VideoError, VideoLimits
 
 SUFFIXES = {f".{t}" for t in IMAGE_TYPES}
 VIDEO_SUFFIXES = {f".{t}" for t in VIDEO_TYPES}
@@ -135,7 +135,8 @@ def predict_video(rec: Recognizer, path: Path, out: Output, every: int, settings
     from tqdm import tqdm
 
     try:
-        with VideoAnalysis(path, rec, every=every, settings=settings, max_seconds=float("inf")) as clip:
+        whole_clip = VideoLimits(max_seconds=float("inf"))
+        with VideoAnalysis(path, rec, every=every, settings=settings, limits=whole_clip) as clip:
             total = round(clip.duration * clip.fps) if clip.duration else None
             with tqdm(total=total, unit="frame", desc=path.name, file=sys.stderr, leave=False) as bar:
                 for frame in clip:

@@ -11,6 +11,7 @@ result is one time series per person. Unsupported or damaged files raise ``Video
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -25,26 +26,59 @@ from fer_core.recognition.tracking import IoUTracker
 
 VIDEO_TYPES = ("mp4", "webm", "avi", "mov", "mkv")
 MAX_SECONDS = 600.0
-"""Longer clips are cut here: the page is for short clips, and analysis time grows with length."""
+"""Longer clips are cut here by default: the page is for short clips, and analysis time grows with length."""
 
 
 class VideoError(ValueError):
     """A video that cannot be analysed; the message is meant for the user."""
 
 
+class VideoLimitError(VideoError):
+    """A video refused by one of its ``VideoLimits``; ``limit`` names which (a ``VideoLimits`` field)."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """How much one clip may cost. A clip over ``max_pixels`` a frame is refused before any frame is
+    decoded; the other limits end the analysis early, keeping what was analysed (``VideoResult.stopped``)."""
+
+    max_seconds: float = MAX_SECONDS  # of the clip's own time
+    max_frames: int | None = None  # frames analysed (every Nth frame counts, the skipped ones do not)
+    max_pixels: int | None = None  # width x height of a frame
+    max_wall_seconds: float | None = None  # time the analysis may take
+
+
+STOP_REASONS = {"max_seconds": "the length limit", "max_frames": "the limit on analysed frames",
+                "max_wall_seconds": "the time limit", "stopped": "your request", "damaged": "damaged data"}
+"""``VideoResult.stopped`` -> the words for it."""
+
+
 @dataclass
 class VideoResult:
-    rows: list[dict]  # one per face per analysed frame: frame, time_s, track_id, label, confidence, 7 scores
-    fps: float  # the stream's nominal frame rate
-    frames_decoded: int
-    frames_analysed: int
-    width: int
-    height: int
-    codec: str
-    truncated: bool = False  # stopped at MAX_SECONDS
+    """A clip's analysis. Filled in place as frames are analysed, so a caller that is interrupted
+    (a Stop button) still holds every row analysed so far."""
+
+    rows: list[dict] = field(default_factory=list)  # one per face per analysed frame: frame, time_s, track_id, ...
+    fps: float = 0.0  # the stream's nominal frame rate
+    frames_decoded: int = 0
+    frames_analysed: int = 0
+    width: int = 0
+    height: int = 0
+    codec: str = ""
+    stopped: str | None = None  # why the analysis ended before the clip did: a key of STOP_REASONS
+    last_time_s: float = 0.0  # the clip time the analysis reached
     preview: np.ndarray | None = None  # the analysed frame with the most faces, annotated (RGB)
     preview_time: float = 0.0
+    preview_faces: int = -1
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def truncated(self) -> bool:
+        return self.stopped is not None
 
 
 def _open(source: str | os.PathLike | BinaryIO) -> av.container.InputContainer:
@@ -82,11 +116,12 @@ class VideoAnalysis:
 
     def __init__(self, source: str | os.PathLike | BinaryIO, recognizer: Recognizer, every: int = 5,
                  smoothing: float = 0.0, settings: DetectorSettings | None = None,
-                 max_seconds: float = MAX_SECONDS) -> None:
+                 limits: VideoLimits = VideoLimits(), should_stop: Callable[[], bool] = lambda: False) -> None:
         if every < 1:
             raise ValueError("every must be >= 1")
-        self.recognizer, self.every, self.settings, self.max_seconds = recognizer, every, settings, max_seconds
-        self.smoothing = smoothing
+        self.recognizer, self.every, self.settings, self.limits = recognizer, every, settings, limits
+        self.max_seconds = limits.max_seconds
+        self.smoothing, self.should_stop = smoothing, should_stop
         self._container = _open(source)
         try:
             if not self._container.streams.video:
@@ -100,13 +135,19 @@ class VideoAnalysis:
             if duration is None and self._container.duration:
                 duration = self._container.duration / av.time_base
             self.duration = duration
+            _check_resolution(self.width, self.height, limits.max_pixels)
             stream.thread_type = "AUTO"
         except BaseException:
             self._container.close()
             raise
         self.frames_decoded = self.frames_analysed = 0
-        self.truncated = False  # stopped at max_seconds or at damaged data
+        self.stopped: str | None = None  # why iteration ended before the clip did (a key of STOP_REASONS)
+        self.time_s = 0.0
         self.progress = 0.0
+
+    @property
+    def truncated(self) -> bool:
+        return self.stopped is not None
 
     def __enter__(self) -> VideoAnalysis:
         return self
@@ -117,19 +158,35 @@ class VideoAnalysis:
     def close(self) -> None:
         self._container.close()
 
+    def _limit_reached(self, t: float, started: float) -> str | None:
+        lim = self.limits
+        if t > lim.max_seconds:
+            return "max_seconds"
+        if lim.max_frames is not None and self.frames_analysed >= lim.max_frames:
+            return "max_frames"
+        if lim.max_wall_seconds is not None and time.monotonic() - started > lim.max_wall_seconds:
+            return "max_wall_seconds"
+        if self.should_stop():
+            return "stopped"
+        return None
+
     def __iter__(self) -> Iterator[AnalysedFrame]:
         rec = self.recognizer
         tracker = IoUTracker(smoothing=self.smoothing, classes=rec.classes, max_age=3)
         total = min(self.duration or self.max_seconds, self.max_seconds)
+        started = time.monotonic()
         try:
             for frame in self._container.decode(self._stream):
                 t = (float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base
                      else self.frames_decoded / self.fps)
-                if t > self.max_seconds:
-                    self.truncated = True
+                self.stopped = self._limit_reached(t, started)
+                if self.stopped:
                     break
+                if frame.width * frame.height != self.width * self.height:  # a stream that changes size mid-way
+                    _check_resolution(frame.width, frame.height, self.limits.max_pixels)
                 index = self.frames_decoded
                 self.frames_decoded += 1
+                self.time_s = t
                 if index % self.every:
                     continue
                 rgb = frame.to_ndarray(format="rgb24")
@@ -143,33 +200,42 @@ class VideoAnalysis:
                 named = f" '{self.codec}'" if self.codec != "unknown" else ""
                 raise VideoError(f"the video cannot be decoded: unsupported codec{named} or damaged data "
                                  f"({_reason(exc)}). Try an MP4 (H.264) or WebM file.") from None
-            self.truncated = True  # a damaged tail: keep what was read
-        if self.frames_decoded == 0:
+            self.stopped = "damaged"  # a damaged tail: keep what was read
+        if self.frames_decoded == 0 and self.stopped is None:
             raise VideoError("the video has no frames that can be decoded")
         self.progress = 1.0
 
 
+def _check_resolution(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoLimitError(f"the video is {width}x{height} ({width * height / 1e6:.1f} megapixels a frame); "
+                              f"at most {max_pixels / 1e6:.1f} megapixels a frame are analysed here", "max_pixels")
+
+
 def analyse_video(source: str | os.PathLike | BinaryIO, recognizer: Recognizer, every: int = 5,
                   smoothing: float = 0.0, settings: DetectorSettings | None = None,
-                  max_seconds: float = MAX_SECONDS,
-                  progress: Callable[[float], None] | None = None) -> VideoResult:
-    """The whole clip's rows and a preview (the Video page); ``progress(fraction)`` as decoding advances."""
-    rows: list[dict] = []
-    best: tuple[int, AnalysedFrame | None] = (-1, None)
+                  limits: VideoLimits = VideoLimits(), progress: Callable[[float], None] | None = None,
+                  should_stop: Callable[[], bool] = lambda: False, into: VideoResult | None = None) -> VideoResult:
+    """The whole clip's rows and a preview (the Video page); ``progress(fraction)`` as decoding advances.
+
+    ``into`` is filled as frames are analysed (and returned): a caller whose run is interrupted
+    mid-clip keeps the part already analysed."""
+    result = into if into is not None else VideoResult()
     reported = -1.0
-    with VideoAnalysis(source, recognizer, every, smoothing, settings, max_seconds) as clip:
+    with VideoAnalysis(source, recognizer, every, smoothing, settings, limits, should_stop) as clip:
+        result.fps, result.width, result.height, result.codec = clip.fps, clip.width, clip.height, clip.codec
         for frame in clip:
-            rows += frame.rows()
-            if len(frame.faces) > best[0]:
-                best = (len(frame.faces), frame)
+            result.rows += frame.rows()
+            result.frames_decoded, result.frames_analysed = clip.frames_decoded, clip.frames_analysed
+            result.last_time_s = frame.time_s
+            if len(frame.faces) > result.preview_faces:
+                result.preview_faces, result.preview_time = len(frame.faces), frame.time_s
+                result.preview = draw_faces(frame.rgb, frame.faces, order="rgb") if frame.faces else None
             if progress and clip.progress - reported >= 0.01:  # at most ~100 UI updates per clip
                 progress(clip.progress)
                 reported = clip.progress
-    shown = best[1]
+        result.frames_decoded, result.frames_analysed = clip.frames_decoded, clip.frames_analysed
+        result.last_time_s, result.stopped = clip.time_s, clip.stopped
     if progress:
         progress(1.0)
-    return VideoResult(rows=rows, fps=clip.fps, frames_decoded=clip.frames_decoded,
-                       frames_analysed=clip.frames_analysed, width=clip.width, height=clip.height, codec=clip.codec,
-                       truncated=clip.truncated,
-                       preview=draw_faces(shown.rgb, shown.faces, order="rgb") if shown else None,
-                       preview_time=shown.time_s if shown else 0.0)
+    return result

@@ -35,14 +35,14 @@ MIN_FREE_BYTES = 100 * 2**20
 """A run writes a few checkpoints of at most ~30 MB each, atomically (old + new at once)."""
 
 
-def check_config(cfg: TrainConfig, settings: AppSettings | None = None) -> list[str]:
+def check_config(cfg: TrainConfig, settings: AppSettings | None = None, admin: bool = False) -> list[str]:
     """Every reason not to start ``cfg`` (deployment caps, bad hyper-parameters, bad data path).
 
     ``TrainConfig.validate`` reads the data folder, so callers that ask often (a page rerun)
     should ask only when the settings change.
     """
     settings = settings or load_settings()
-    problems = settings.check(cfg.epochs, cfg.subset)
+    problems = settings.check(cfg.epochs, cfg.subset, admin)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -50,13 +50,14 @@ def check_config(cfg: TrainConfig, settings: AppSettings | None = None) -> list[
     return problems
 
 
-def start_run(cfg: TrainConfig, settings: AppSettings | None = None) -> Path:
+def start_run(cfg: TrainConfig, settings: AppSettings | None = None, admin: bool = False) -> Path:
     """Validate, take the lock, create the run folder and start the worker; returns the folder.
 
     Raises ``ValueError`` for bad settings or data, ``RunBusy`` while another run is alive,
     ``TrainingError`` for an unwritable folder or a full disk. Nothing is left behind on refusal.
+    ``admin`` says the visitor signed in with the admin password (needed on a public deployment).
     """
-    problems = check_config(cfg, settings)
+    problems = check_config(cfg, settings, admin)
     if problems:
         raise ValueError("; ".join(problems))
     with _launching() as lock:
@@ -71,7 +72,7 @@ def start_run(cfg: TrainConfig, settings: AppSettings | None = None) -> Path:
     return out
 
 
-def resume_run(run: Path, settings: AppSettings | None = None) -> Path:
+def resume_run(run: Path, settings: AppSettings | None = None, admin: bool = False) -> Path:
     """Continue a stopped run in the background from its last finished epoch (see ``training.resume``),
     under the same one-run lock as ``start_run``."""
     info = load_run(Path(run))
@@ -79,7 +80,8 @@ def resume_run(run: Path, settings: AppSettings | None = None) -> Path:
         why = "it has finished" if info.status == "finished" else (
             f"it is {info.status}" if info.status in ACTIVE_STATES else "it has no saved state after an epoch")
         raise RunError(f"{info.name} cannot be resumed: {why}")
-    problems = (settings or load_settings()).check(int(info.config.get("epochs", 0)), info.config.get("subset"))
+    problems = (settings or load_settings()).check(int(info.config.get("epochs", 0)), info.config.get("subset"),
+                                                   admin)
     if problems:
         raise ValueError("; ".join(problems))
     with _launching() as lock:
