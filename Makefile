@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench browser-deps screenshots
+.PHONY: run test test-fast lint bench browser-deps screenshots precompute
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,8 +15,16 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyprojec
 	$(VENV)/bin/pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Local use sees tracebacks and the developer menu; with FER_PUBLIC=1 the safe defaults of
+# .streamlit/config.toml stay in force.
+LOCAL_CLIENT := $(if $(filter 1 true yes on,$(FER_PUBLIC)),,--client.showErrorDetails=full --client.toolbarMode=auto --server.fileWatcherType=auto)
+
 run: $(STAMP)
-	$(VENV)/bin/streamlit run streamlit_app.py
+	$(VENV)/bin/streamlit run streamlit_app.py $(LOCAL_CLIENT)
+
+# fill the evaluation cache for the shipped models (what a public deployment's Metrics page shows)
+precompute: $(STAMP)
+	$(VENV)/bin/fer-precompute
 
 browser-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \

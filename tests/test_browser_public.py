@@ -3,6 +3,8 @@ gets no control and no server path; only the admin password opens it."""
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -51,5 +53,62 @@ def test_public_mode_refuses_training_by_url_without_the_password(public_env: Pa
         assert page.get_by_label("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv").count() == 0
         assert "Training" in page.locator("[data-testid=stSidebarNav]").inner_text()  # listed for the admin
         assert not runs_dir().exists() or not any(runs_dir().iterdir())  # nothing was started on the way
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_video_stop_button_ends_the_analysis_and_keeps_its_part(public_env: Path, app_url: str, chromium,
+                                                               tmp_path: Path) -> None:
+    import numpy as np
+
+    from fer_core.recognition.scenes import load_pictures, photo_group
+    from tests.conftest import write_test_video
+    from tests.test_detect import FIXTURES
+
+    scene = photo_group(load_pictures(FIXTURES))
+    clip = tmp_path / "long.mp4"  # every frame analysed: minutes of work unless stopped
+    write_test_video(clip, [np.roll(scene.image, 2 * i, axis=1) for i in range(400)], fps=10, codec="mpeg4")
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(app_url)
+        wait_ready(page)
+        page.locator("[data-testid=stSidebarNav] a", has_text="Video").click()
+        page.get_by_role("heading", name="Video").wait_for(timeout=30_000)
+        wait_ready(page)
+        every = page.get_by_label("Analyse every Nth frame", exact=True)
+        every.fill("1")
+        every.press("Enter")
+        wait_ready(page)
+        page.locator("input[type=file]").first.set_input_files(str(clip))
+        page.get_by_text(re.compile(r"Analysing… [1-9]\d*%")).wait_for(timeout=120_000)
+        page.locator(".st-key-video-stop button:visible").click()  # the page's own, not the toolbar's Stop  # the page's own button, not the toolbar's
+        page.get_by_text(re.compile(r"stopped at [\d.]+ s by your request")).wait_for(timeout=60_000)
+        wait_ready(page)
+        caption = page.get_by_text(re.compile(r"stopped at [\d.]+ s by your request")).first.inner_text()
+        analysed, read = map(int, re.search(r"(\d+) of (\d+) frames analysed", caption).groups())
+        assert 0 < analysed == read < 400  # really stopped, and the part before it is kept
+        assert page.get_by_text("face tracks found").count() + page.get_by_text("No face found").count() == 1
+        time.sleep(3)  # nothing goes on in the background: the page stays as it is
+        assert page.get_by_text(re.compile(r"Analysing…")).count() == 0
+        assert page.locator("[data-testid=stException]").count() == 0
+        screenshot(page, "video-stopped")
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_a_first_visit_straight_to_the_training_url_is_refused(public_env: Path, app_url: str, chromium) -> None:
+    """The first request a fresh server gets runs the page script alone (Streamlit's pages/ folder mode),
+    without streamlit_app.py: the page must refuse by itself."""
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{app_url}/training")
+        wait_ready(page)
+        page.get_by_text("for its admin only").wait_for(timeout=30_000)
+        assert page.get_by_role("button", name="Start training").count() == 0
+        assert page.get_by_role("button", name="Cancel this run").count() == 0
+        assert page.get_by_role("button", name="Restore shipped default").count() == 0
+        assert page.get_by_role("textbox").count() == 1  # the password, nothing else
     finally:
         page.close()
