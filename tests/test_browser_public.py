@@ -82,7 +82,7 @@ def test_video_stop_button_ends_the_analysis_and_keeps_its_part(public_env: Path
         wait_ready(page)
         page.locator("input[type=file]").first.set_input_files(str(clip))
         page.get_by_text(re.compile(r"Analysing… [1-9]\d*%")).wait_for(timeout=120_000)
-        page.locator(".st-key-video-stop button:visible").click()  # the page's own, not the toolbar's Stop  # the page's own button, not the toolbar's
+        page.locator(".st-key-video-stop button:visible").click()  # the page's own, not the toolbar's Stop
         page.get_by_text(re.compile(r"stopped at [\d.]+ s by your request")).wait_for(timeout=60_000)
         wait_ready(page)
         caption = page.get_by_text(re.compile(r"stopped at [\d.]+ s by your request")).first.inner_text()

@@ -76,14 +76,14 @@ def resume_run(run: Path, settings: AppSettings | None = None, admin: bool = Fal
     """Continue a stopped run in the background from its last finished epoch (see ``training.resume``),
     under the same one-run lock as ``start_run``."""
     info = load_run(Path(run))
+    problems = (settings or load_settings()).check(int(info.config.get("epochs", 0)), info.config.get("subset"),
+                                                   admin)
+    if problems:  # first: a visitor who may not train learns nothing about the run
+        raise ValueError("; ".join(problems))
     if not info.resumable:
         why = "it has finished" if info.status == "finished" else (
             f"it is {info.status}" if info.status in ACTIVE_STATES else "it has no saved state after an epoch")
         raise RunError(f"{info.name} cannot be resumed: {why}")
-    problems = (settings or load_settings()).check(int(info.config.get("epochs", 0)), info.config.get("subset"),
-                                                   admin)
-    if problems:
-        raise ValueError("; ".join(problems))
     with _launching() as lock:
         _check_space(info.path)
         _spawn_worker(lock, info.path, ["--resume", str(info.path)])
