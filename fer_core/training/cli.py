@@ -2,6 +2,7 @@
 
     python train.py --data data/fer2013 --arch paper --optimizer amsgrad --lr 0.01 --epochs 1 --subset 200
     python train.py --resume runs/<run>      # continue an interrupted run where it stopped
+    torchrun --nproc_per_node=2 train.py ...  # the same run on 2 processes (DistributedDataParallel)
 
 The same ``fer_core.training.loop.train`` runs behind the app's training page; this module only
 turns flags into a ``TrainConfig``. Every default lives in ``TrainConfig``.
@@ -13,6 +14,7 @@ import argparse
 import sys
 
 from fer_core.models.zoo import list_models
+from fer_core.training import distributed
 from fer_core.training.loop import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError, resume, train
 
 
@@ -67,15 +69,19 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig | str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Also the entry point of every process under ``torchrun`` (see ``fer_core.training.distributed``)."""
     cfg = parse_args(argv)
     try:
         out = resume(cfg) if isinstance(cfg, str) else train(cfg)
-    except (ValueError, TrainingError) as exc:
+    except (ValueError, TrainingError, distributed.RemoteFailure) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the run is marked cancelled and its last finished epoch is kept
         return 130
-    print(f"run folder: {out}")
+    finally:
+        distributed.shutdown()
+    if distributed.is_main_process():
+        print(f"run folder: {out}")
     return 0
 
 

@@ -31,13 +31,15 @@ from fer_core.common.labels import EMOTIONS
 from fer_core.common.paths import default_data_path, runs_dir
 from fer_core.common.process import pid_alive
 from fer_core.data.augment import augment_batch
-from fer_core.data.dataset import validate_dataset
+from fer_core.data.dataset import Split, validate_dataset
 from fer_core.data.prepare import VAL_FRACTION, PreparedData, prepare
 from fer_core.evaluation.cache import weights_hash
 from fer_core.evaluation.evaluate import evaluate
 from fer_core.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.models.zoo import ModelConfig, count_params, create_model, list_models
+from fer_core.training import distributed
 from fer_core.training.distill import blended_targets, teacher_probs
+from fer_core.training.distributed import Ranks
 from fer_core.training.history import ACTIVE_STATES, read_history
 from fer_core.training.resume import ResumeState, clear_state, load_state, restore, save_state
 
@@ -186,8 +188,9 @@ class RunWriter:
 
     HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
-    def __init__(self, out: Path, history: list[dict] | None = None) -> None:
+    def __init__(self, out: Path, history: list[dict] | None = None, enabled: bool = True) -> None:
         self.out = out
+        self.enabled = enabled  # under torchrun only rank 0 writes; the others keep the history in memory
         self.history: list[dict] = history or []
         self.progress: dict = {"status": "starting", "pid": os.getpid(), "started": _now()}
         self._last_progress_write = 0.0
@@ -197,12 +200,14 @@ class RunWriter:
 
     def update_progress(self, force: bool = False, **values: object) -> None:
         self.progress.update(values, updated=_now())
-        if force or self.progress_due():
+        if self.enabled and (force or self.progress_due()):
             write_json(self.out / "progress.json", self.progress)
             self._last_progress_write = time.monotonic()
 
     def add_epoch(self, row: dict) -> None:
         self.history.append(row)
+        if not self.enabled:
+            return
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=self.HISTORY_FIELDS)
         w.writeheader()
@@ -245,10 +250,20 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     prepare it once; it must come from ``prepare_data`` with this config's data settings.
     """
     cfg.validate()
-    out = make_run_dir(cfg)
-    writer = RunWriter(out)
+    ranks = distributed.setup(cfg.device)
+    if cfg.batch_size % ranks.world:
+        raise ValueError(f"batch size {cfg.batch_size} must be a multiple of the {ranks.world} processes, "
+                         "which share every batch")
+    out = Path(ranks.on_main(lambda: str(make_run_dir(cfg)), (TrainingError,)))
+    writer = RunWriter(out, enabled=ranks.main)
     writer.update_progress(force=True, status="preparing")
-    return _supervised(out, writer, log, lambda: fit(cfg, out, writer, log, should_stop, show_bar, data))
+    log = log if ranks.main else _silent
+    return _supervised(out, writer, log, lambda: fit(cfg, out, writer, log, should_stop, show_bar and ranks.main,
+                                                     data, ranks=ranks))
+
+
+def _silent(message: str) -> None:
+    """The log of every rank but 0: one process speaks for the run."""
 
 
 def _supervised(out: Path, writer: RunWriter, log: Callable[[str], None], body: Callable[[], None]) -> Path:
@@ -271,7 +286,30 @@ def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Cal
     """Continue an interrupted or cancelled run from its last finished epoch, with the settings it
     was started with, so it ends as it would have without the interruption."""
     out = Path(out)
-    saved, progress = read_json(out / "config.json"), read_json(out / "progress.json")
+    saved = read_json(out / "config.json")
+    ranks = distributed.setup((saved.get("train") or {}).get("device", "auto"))
+    progress = ranks.on_main(lambda: _resumable(out, saved, ranks), (TrainingError,))  # rank 0 checks, alone
+    try:
+        state = load_state(out)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    cfg = TrainConfig.from_dict({**saved["train"], "out": str(out)})
+    cfg.validate()
+    history = [{**row, "epoch": int(row["epoch"])} for row in read_history(out) if row["epoch"] <= state.epoch]
+    writer = RunWriter(out, history, enabled=ranks.main)
+    writer.progress["started"] = progress.get("started", writer.progress["started"])
+    writer.update_progress(force=True, status="preparing", resumed_from_epoch=state.epoch)
+    log = log if ranks.main else _silent
+    log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs} (best val acc so far {state.best_acc:.4f})")
+    return _supervised(out, writer, log, lambda: fit(cfg, out, writer, log, should_stop, show_bar and ranks.main,
+                                                     state=state, expected_data=saved.get("data"),
+                                                     expected_teacher=saved.get("teacher"),
+                                                     expected_init=saved.get("init"), ranks=ranks))
+
+
+def _resumable(out: Path, saved: dict, ranks: Ranks) -> dict:
+    """Everything that must hold before ``out`` is resumed; returns its progress record."""
+    progress = read_json(out / "progress.json")
     if not saved and not progress:
         raise TrainingError(f"{out} is not a run folder")
     if progress.get("status") == "finished":
@@ -287,17 +325,12 @@ def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Cal
                             "(or was started before runs could be resumed); start it again instead")
     if "train" not in saved:
         raise TrainingError(f"{out}/config.json is missing or unreadable; the run cannot be resumed")
-    cfg = TrainConfig.from_dict({**saved["train"], "out": str(out)})
-    cfg.validate()
-    history = [{**row, "epoch": int(row["epoch"])} for row in read_history(out) if row["epoch"] <= state.epoch]
-    writer = RunWriter(out, history)
-    writer.progress["started"] = progress.get("started", writer.progress["started"])
-    writer.update_progress(force=True, status="preparing", resumed_from_epoch=state.epoch)
-    log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs} (best val acc so far {state.best_acc:.4f})")
-    return _supervised(out, writer, log, lambda: fit(cfg, out, writer, log, should_stop, show_bar,
-                                                     state=state, expected_data=saved.get("data"),
-                                                     expected_teacher=saved.get("teacher"),
-                                                     expected_init=saved.get("init")))
+    world = saved.get("world_size", 1)
+    if world != ranks.world:
+        how = "python train.py" if world == 1 else f"torchrun --nproc_per_node={world} train.py"
+        raise TrainingError(f"{out} was trained by {world} process(es), not {ranks.world}: its data order "
+                            f"follows from that; resume it with `{how} --resume {out}`")
+    return progress
 
 
 def _pinned(weights: str | None) -> dict | None:
@@ -315,11 +348,11 @@ def _data_summary(data: PreparedData) -> dict:
 def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], None],
         should_stop: Callable[[], bool], show_bar: bool, data: PreparedData | None = None,
         state: ResumeState | None = None, expected_data: dict | None = None,
-        expected_teacher: dict | None = None, expected_init: dict | None = None) -> None:
+        expected_teacher: dict | None = None, expected_init: dict | None = None, ranks: Ranks = Ranks()) -> None:
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = ranks.device(resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed batch shapes: tune the kernels once
     data = data or prepare_data(cfg)
@@ -327,10 +360,11 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
         raise Cancelled
     if data.cleaning:
         log(data.cleaning.format())
-        write_json(out / "cleaning.json", data.cleaning.to_dict())
+        if ranks.main:
+            write_json(out / "cleaning.json", data.cleaning.to_dict())
     model = create_model(cfg.arch).to(device).to(memory_format=torch.channels_last)
     model_cfg = ModelConfig(arch=cfg.arch)
-    steps = len(data.train) // cfg.batch_size or 1
+    steps, batch = ranks.steps(len(data.train), cfg.batch_size), ranks.per_rank_batch(cfg.batch_size)
     opt = build_optimizer(cfg, model)
     sched, per_step = build_schedule(cfg, opt, steps)
     summary = _data_summary(data)
@@ -344,16 +378,17 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
                                 "started with (their hash differs); it cannot be resumed with them")
     if cfg.init is not None:
         model.load_state_dict(load_checkpoint(cfg.init)[0].state_dict())
-    if state is None:
+    if state is None and ranks.main:
         write_json(out / "config.json", {
             "train": asdict(cfg), "model": model_cfg.to_dict(), "params": count_params(model),
             "device": str(device), "precision": precision, "torch": torch.__version__, "data": summary,
-            "teacher": teacher, "init": init,
+            "teacher": teacher, "init": init, "world_size": ranks.world,
         })
     log(f"{cfg.arch}: {count_params(model):,} params | train {len(data.train)} val {len(data.val)} | "
-        f"{device} {precision} | run folder {out}")
-    images, labels = data.train.images.to(device), data.train.labels.to(device)
-    soft = teacher_probs(cfg.teacher, data.train.images, device, precision) if cfg.teacher else None
+        f"{device} {precision} | run folder {out}"
+        + (f" | {ranks.world} processes, {batch} images of each batch per process" if ranks.active else ""))
+    images, labels = ranks.shard(data.train.images).to(device), ranks.shard(data.train.labels).to(device)
+    soft = teacher_probs(cfg.teacher, ranks.shard(data.train.images), device, precision) if cfg.teacher else None
     if soft is not None:
         log(f"teacher {cfg.teacher}: {(soft.argmax(1) == labels).float().mean():.2%} of training labels; "
             f"targets are {1 - cfg.distill:g} label + {cfg.distill:g} teacher")
@@ -365,14 +400,19 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
         best_acc, started, first = state.best_acc, started - state.elapsed_s, state.epoch + 1
+    net = model  # the network itself: what is evaluated and saved
+    if ranks.active:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
     for epoch in range(first, cfg.epochs + 1):
+        ranks.epoch_generator(gen, cfg.seed, epoch)
         model.train()
         t0, seen = time.monotonic(), 0
         # Running sums stay on the device: reading them is a GPU sync, done about once a second
         # and at the epoch's end, not every step, so a GPU is never left idle waiting for Python.
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        order = torch.randperm(len(images), generator=gen, device=device)[: steps * cfg.batch_size]
+        order = torch.randperm(len(images), generator=gen, device=device)[: steps * batch]
         bar = tqdm(order.view(steps, -1), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show_bar)
         for step, idx in enumerate(bar, start=1):
             x, y = images[idx].float().div_(255), labels[idx]
@@ -391,12 +431,16 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
             seen += len(y)
             loss_sum += loss.detach().double() * len(y)
             correct += (logits.argmax(1) == y).sum()
-            if step == steps or writer.progress_due():
-                train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
-                if not math.isfinite(train_loss):  # checked before any save: no diverged weights are kept
+            last = step == steps
+            if last or writer.progress_due():  # the epoch's figures are summed over every rank
+                loss_all, correct_all, seen_all = ranks.sum(loss_sum, correct, torch.tensor(float(seen))) if last \
+                    else (loss_sum, correct, torch.tensor(float(seen)))
+                train_loss, train_acc = loss_all.item() / seen_all.item(), correct_all.item() / seen_all.item()
+                if not math.isfinite(train_loss) and (last or not ranks.active):  # all ranks decide alike
+                    # checked before any save: no diverged weights are kept
                     raise TrainingError(f"loss became {train_loss} by epoch {epoch} step {step}: the learning "
                                         f"rate {cfg.lr:g} is probably too high for {cfg.optimizer}")
-                rate = seen / (time.monotonic() - t0)
+                rate = seen * ranks.world / (time.monotonic() - t0)
                 bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", img_s=f"{rate:.0f}")
                 done = (epoch - 1) * steps + step
                 writer.update_progress(status="running", epoch=epoch, epochs=cfg.epochs, step=step, steps=steps,
@@ -404,32 +448,40 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
                                        eta_s=(cfg.epochs * steps - done) * cfg.batch_size / rate)
             if should_stop():
                 raise Cancelled
-        val = evaluate(model, data.val, precision=precision)
-        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(val.probs).clamp_min(1e-8)),
-                                    torch.from_numpy(val.labels)))
+        val_acc, val_loss = ranks.on_main(lambda: _validate(net, data.val, precision), ())
         if sched is not None and not per_step:
-            sched.step(val.accuracy)
+            sched.step(val_acc)
         row = {"epoch": epoch, "train_loss": round(train_loss, 5), "train_acc": round(train_acc, 5),
-               "val_loss": round(val_loss, 5), "val_acc": round(val.accuracy, 5),
+               "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 2)}
         writer.add_epoch(row)
-        improved = val.accuracy > best_acc
+        improved = val_acc > best_acc
         if improved:
-            best_acc = val.accuracy
-            save_checkpoint(model, model_cfg, out / "model.safetensors")
+            best_acc = val_acc
+            if ranks.main:
+                save_checkpoint(net, model_cfg, out / "model.safetensors")
         log(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
-            f"val loss {val_loss:.4f} acc {val.accuracy:.4f}{'  *best' if improved else ''}  "
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}{'  *best' if improved else ''}  "
             f"{row['seconds']:.0f}s ({seen / row['seconds']:.0f} img/s)")
         writer.update_progress(force=True, best_val_acc=best_acc)
-        save_state(out, epoch=epoch, best_acc=best_acc, elapsed_s=time.monotonic() - started, model=model,
-                   opt=opt, sched=sched, gen=gen)
+        if ranks.main:
+            save_state(out, epoch=epoch, best_acc=best_acc, elapsed_s=time.monotonic() - started, model=net,
+                       opt=opt, sched=sched, gen=gen)
         stale = epochs_without_improvement(writer.history)
         if cfg.patience is not None and stale >= cfg.patience and epoch < cfg.epochs:
             log(f"early stop after epoch {epoch}: validation accuracy has not improved for {stale} epochs "
                 f"(best {best_acc:.4f} at epoch {epoch - stale})")
             break
-    finish(out, data, writer, log, time.monotonic() - started)
-    clear_state(out)
+    if ranks.main:
+        finish(out, data, writer, log, time.monotonic() - started)
+        clear_state(out)
+
+
+def _validate(model: nn.Module, val: Split, precision: str) -> tuple[float, float]:
+    """Validation accuracy and loss (the mean negative log-likelihood)."""
+    result = evaluate(model, val, precision=precision)
+    loss = F.nll_loss(torch.log(torch.from_numpy(result.probs).clamp_min(1e-8)), torch.from_numpy(result.labels))
+    return result.accuracy, float(loss)
 
 
 def epochs_without_improvement(history: list[dict]) -> int:
