@@ -8,7 +8,7 @@ from fer_core.models.active import model_choices
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.recognition.annotate import EMOTION_COLORS, draw_faces
 from fer_core.recognition.detect import DETECTORS, DetectorSettings, available_detectors, to_gray
-from fer_core.recognition.imageio import IMAGE_TYPES, ImageError, decode_image, encode_png
+from fer_core.recognition.imageio import IMAGE_TYPES, ImageError, ImageTooLarge, decode_image, encode_png
 from fer_core.recognition.recognizer import Recognizer
 from fer_core.runs.app_settings import SettingsError, load_settings
 
@@ -98,7 +98,8 @@ for index, upload in enumerate(files):
         try:
             decoded = decode_image(upload, max_pixels=app.max_pixels)
         except ImageError as exc:
-            st.error(f"Cannot use **{upload.name}**: {exc}.")
+            named = f" ({app.setting('max_pixels')})" if isinstance(exc, ImageTooLarge) else ""
+            st.error(f"Cannot use **{upload.name}**: {exc}{named}.")
             continue
         for note in decoded.notes:
             st.caption(f"ℹ️ {note}")

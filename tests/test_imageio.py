@@ -4,6 +4,7 @@ every odd-but-valid one becomes upright 8-bit RGB."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 import zlib
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_core.recognition.imageio import MAX_PIXELS, ImageError, decode_image, encode_png
+from fer_core.recognition.imageio import ACCEPTED_FORMATS, MAX_PIXELS, ImageError, decode_image, encode_png
 
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -79,6 +80,94 @@ def test_tiny_image_is_refused():
         decode_image(_encode(_rgb((30, 20)), "PNG"))
 
 
+def test_refused_formats_are_named_with_the_accepted_ones():
+    """One source of truth: the messages list ``ACCEPTED_FORMATS``."""
+    accepted = ", ".join(ACCEPTED_FORMATS.values())
+    assert accepted == "JPEG, PNG, WebP, BMP, GIF"
+    cases = {
+        _encode(_rgb(), "TIFF"): "the file is in TIFF format, which this app does not accept",
+        _encode(_rgb(), "ICO"): "in ICO format",
+        _encode(_rgb(), "PPM"): r"in Netpbm \(PPM/PGM/PBM\) format",
+        b"\x00\x00\x00\x18ftypheic" + bytes(200): "in HEIC format",  # an iPhone photo: the magic is enough
+        b"8BPS" + bytes(200): r"in Photoshop \(PSD\) format",
+        _encode(_rgb(), "TGA"): "not an image this app can read",  # TGA has no magic number to name it by
+    }
+    for data, message in cases.items():
+        with pytest.raises(ImageError, match=message) as info:
+            decode_image(data)
+        assert str(info.value).endswith(f"({'accepted' if 'format' in message else 'supported'}: {accepted})")
+
+
+def test_refused_format_parsers_never_see_the_bytes(monkeypatch):
+    """Image.open is restricted to the accepted formats: the TIFF parser is not even tried."""
+    Image.init()
+    calls = []
+    factory, accept = Image.OPEN["TIFF"]
+    monkeypatch.setitem(Image.OPEN, "TIFF", (lambda *a: calls.append(a) or factory(*a), accept))
+    with pytest.raises(ImageError, match="TIFF"):
+        decode_image(_encode(_rgb(), "TIFF"))
+    assert calls == []
+
+
+def test_damaged_header_of_an_accepted_format_is_named():
+    with pytest.raises(ImageError, match="the PNG header is damaged"):
+        decode_image(b"\x89PNG\r\n\x1a\n" + b"\xff" * 40)
+    with pytest.raises(ImageError, match="the GIF header is damaged"):
+        decode_image(b"GIF89a\x01")
+
+
+def test_multi_picture_jpeg_is_a_jpeg():
+    """Pillow calls a JPEG holding several pictures (some cameras' 3D and depth photos) MPO."""
+    data = _encode(_rgb((64, 64), (200, 30, 40)), "MPO", save_all=True, append_images=[_rgb((64, 64), (0, 0, 255))])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    out = decode_image(data)
+    assert np.abs(out.rgb[32, 32].astype(int) - (200, 30, 40)).max() < 12
+    assert any("JPEG with several pictures: using its first frame" in n for n in out.notes)
+
+
+def test_animated_gif_frames_are_not_counted(monkeypatch):
+    """Counting walks every frame: seconds for a 50 MB GIF of tiny frames. Only 'more than one?' is asked."""
+    from PIL import GifImagePlugin
+
+    def no_counting(self):
+        raise AssertionError("n_frames walked the whole file")
+
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "n_frames", property(no_counting))
+    frames = [Image.new("L", (64, 64), v) for v in (0, 128, 255)]
+    out = decode_image(_encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    assert any("animated" in n for n in out.notes)
+
+
+def _jpeg_with_raw_exif(typ: int, count: int, value: bytes) -> bytes:
+    """A JPEG whose EXIF orientation tag has the given TIFF type, count and 4 value bytes."""
+    ifd = struct.pack(">HHHI", 1, 0x0112, typ, count) + value + struct.pack(">I", 0)
+    return _encode(_rgb((100, 60)), "JPEG", exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08" + ifd)
+
+
+@pytest.mark.parametrize(("exif", "note"), [
+    (_jpeg_with_raw_exif(3, 1, b"\x00\x09\x00\x00"), "invalid EXIF orientation ignored"),  # 9: not one of the 8
+    (_jpeg_with_raw_exif(2, 2, b"6\x00\x00\x00"), "invalid EXIF orientation ignored"),  # text "6"
+    (_encode(_rgb((100, 60)), "JPEG", exif=b"Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff"), None),  # no IFD at all
+], ids=["orientation-9", "orientation-as-text", "damaged-exif"])
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_odd_exif_orientation_is_ignored_not_fatal(exif, note):
+    """Metadata is no reason to refuse a photo; and no note may claim a rotation that did not happen."""
+    out = decode_image(exif)
+    assert out.rgb.shape == (60, 100, 3)
+    assert not any("rotated" in n for n in out.notes)
+    assert (note in out.notes) if note else out.notes == []
+
+
+def test_special_files_are_not_read(tmp_path):
+    """/dev/zero would be read until memory runs out; a FIFO would block forever."""
+    with pytest.raises(ImageError, match="not a regular file"):
+        decode_image("/dev/zero")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):
+        decode_image(fifo)
+
+
 def test_missing_file_and_folder(tmp_path):
     with pytest.raises(ImageError, match="cannot read"):
         decode_image(tmp_path / "nope.png")
@@ -97,7 +186,7 @@ def test_animated_gif_uses_the_first_frame():
     out = decode_image(data)
     assert out.rgb.shape == (64, 64, 3)
     assert tuple(out.rgb[10, 10]) == (255, 0, 0)
-    assert any("first of its 3 frames" in n for n in out.notes)
+    assert any("animated image: using its first frame" in n for n in out.notes)
 
 
 def test_rgba_png_is_flattened_onto_white():

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,10 @@ CSV_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CSV_NAME = "fer2013.csv"
 CACHE_VERSION = 1
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+"""JPEG and PNG: the content ``IMAGE_SUFFIXES`` promise. OpenCV would also run its TIFF, JPEG 2000, HDR,
+PxM, ... parsers on whatever a file holds; a dataset has no need of them."""
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class DatasetError(ValueError):
@@ -105,8 +110,9 @@ def split_class_counts(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     counts = {s: [0] * len(EMOTIONS) for s in SPLITS}
     if src.is_file():
         for _, usage, emotion, _ in _csv_rows(src):
-            if emotion.strip().isdigit() and int(emotion) < len(EMOTIONS):
-                counts[CSV_USAGE_TO_SPLIT[usage]][int(emotion)] += 1
+            label = _csv_label(emotion)
+            if label is not None:
+                counts[CSV_USAGE_TO_SPLIT[usage]][label] += 1
     else:
         for split in SPLITS:
             for i, name in enumerate(EMOTIONS):
@@ -152,13 +158,35 @@ def _folder_files(split_dir: Path) -> list[tuple[Path, int]]:
     return files
 
 
+def _png_chunks_fit(data: bytes) -> bool:
+    """Whether every chunk of a PNG fits in the file. OpenCV's PNG reader allocates whatever a chunk's
+    length field claims before reading it: a 45-byte file that claims a 3.5 GB chunk would cost 3.5 GB
+    and seconds."""
+    pos = len(_IMAGE_MAGIC[1])
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        if pos + 12 + length > len(data):
+            return False
+        if data[pos + 4:pos + 8] == b"IEND":
+            break
+        pos += 12 + length
+    return True
+
+
 def decode_face(data: bytes, where: str) -> np.ndarray:
-    """Any-size image bytes -> 48x48 uint8 grayscale, or a DatasetError naming ``where``."""
+    """Any-size JPEG or PNG bytes -> 48x48 uint8 grayscale, or a DatasetError naming ``where``."""
     if not data:
         raise DatasetError(f"{where}: empty file")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if not data.startswith(_IMAGE_MAGIC):
+        raise DatasetError(f"{where}: not a readable image (only JPEG and PNG files are read)")
+    if data.startswith(_IMAGE_MAGIC[1]) and not _png_chunks_fit(data):
+        raise DatasetError(f"{where}: not a readable image (a damaged or truncated PNG)")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    except cv2.error:  # e.g. a header claiming over 2**30 pixels (OpenCV's cap); anything else OpenCV refuses
+        img = None
     if img is None or img.size == 0:
-        raise DatasetError(f"{where}: not a readable image")
+        raise DatasetError(f"{where}: not a readable image (damaged, or its header claims an absurd size)")
     if img.shape != (IMAGE_SIZE, IMAGE_SIZE):
         img = cv2.resize(img, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
     return img
@@ -173,10 +201,17 @@ def _load_folder_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, 
         raise DatasetError(f"{split_dir} holds no images (.jpg/.jpeg/.png)")
     images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     for i, (f, _) in enumerate(files):
-        images[i] = decode_face(f.read_bytes(), str(f))
+        images[i] = decode_face(_read_file(f), str(f))
     labels = np.array([lab for _, lab in files], np.int64)
     sources = [str(f.relative_to(root)) for f, _ in files]
     return images, labels, sources
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _folder_signature(root: Path, split: str) -> str:
@@ -190,6 +225,42 @@ def _folder_signature(root: Path, split: str) -> str:
 # --------------------------------------------------------------------------- fer2013.csv
 
 
+def _shown(field: str, limit: int = 24) -> str:
+    """A field as a message quotes it: on one line and short, however long or multi-line the field is."""
+    flat = " ".join(field.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def _csv_label(emotion: str) -> int | None:
+    """The class an emotion field names (0..6), or None. The one rule, so that counting rows and loading
+    them agree; the length check comes first because ``int()`` refuses strings of over 4300 digits."""
+    text = emotion.strip()
+    if _INTEGER.fullmatch(text) and len(text) <= 3 and 0 <= int(text) < len(EMOTIONS):
+        return int(text)
+    return None
+
+
+def _csv_header_error(csv_path: Path, header: list[str]) -> DatasetError | None:
+    """Why a header is not ``emotion,pixels,Usage`` (in any order, extra columns allowed), or None."""
+    if not header:
+        return DatasetError(f"{csv_path} is empty: expected a header line emotion,pixels,Usage")
+    missing = {"emotion", "pixels", "Usage"} - set(header)
+    if not missing:
+        return None
+    if any("\x00" in c or "\ufffd" in c for c in header):
+        return DatasetError(f"{csv_path} is not a UTF-8 text CSV file (binary data, or text in another encoding "
+                            "such as UTF-16: save it as 'CSV UTF-8')")
+    return DatasetError(f"{csv_path}: header lacks column(s) {', '.join(sorted(missing))} "
+                        f"(expected emotion,pixels,Usage; found '{_shown(','.join(header), 60)}')")
+
+
+def _csv_format_error(csv_path: Path, line_no: int, exc: csv.Error) -> DatasetError:
+    if "field larger than field limit" in str(exc):
+        return DatasetError(f"{csv_path} line {line_no}: not a well-formed CSV row (a field is over "
+                            f"{csv.field_size_limit() // 1024} KB, where a row of 48x48 pixels is about 9 KB)")
+    return DatasetError(f"{csv_path} line {line_no}: not a well-formed CSV row ({exc})")
+
+
 def _csv_rows(csv_path: Path) -> Iterator[tuple[int, str, str, str]]:
     """Every row of a fer2013.csv as (line number, Usage, emotion, pixels), the header and each
     row's shape checked. The one reader of the format: listing the splits and loading one both go
@@ -197,11 +268,10 @@ def _csv_rows(csv_path: Path) -> Iterator[tuple[int, str, str, str]]:
     try:
         with open(csv_path, newline="", encoding="utf-8-sig", errors="replace") as fh:  # -sig: a BOM is fine
             reader = csv.reader(fh)
-            header = [c.strip() for c in next(reader, [])]
-            missing = {"emotion", "pixels", "Usage"} - set(header)
-            if missing:
-                raise DatasetError(f"{csv_path}: header lacks column(s) {', '.join(sorted(missing))} "
-                                   "(expected emotion,pixels,Usage)")
+            header = [c.strip().lstrip("\ufeff").strip() for c in next(reader, [])]  # a BOM saved twice, too
+            error = _csv_header_error(csv_path, header)
+            if error:
+                raise error
             ie, ip, iu = header.index("emotion"), header.index("pixels"), header.index("Usage")
             for row in reader:
                 line_no = reader.line_num
@@ -212,11 +282,12 @@ def _csv_rows(csv_path: Path) -> Iterator[tuple[int, str, str, str]]:
                 usage = row[iu].strip()
                 if usage not in CSV_USAGE_TO_SPLIT:
                     raise DatasetError(
-                        f"{csv_path} line {line_no}: Usage '{usage}' is not one of {', '.join(CSV_USAGE_TO_SPLIT)}"
+                        f"{csv_path} line {line_no}: Usage '{_shown(usage)}' is not one of "
+                        f"{', '.join(CSV_USAGE_TO_SPLIT)}"
                     )
                 yield line_no, usage, row[ie], row[ip]
     except csv.Error as exc:  # a field over csv's size limit, a NUL byte, an unclosed quote
-        raise DatasetError(f"{csv_path} line {reader.line_num}: not a well-formed CSV row ({exc})") from None
+        raise _csv_format_error(csv_path, reader.line_num, exc) from None
     except OSError as exc:
         raise DatasetError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
 
@@ -229,18 +300,18 @@ def _load_csv_split(csv_path: Path, split: str) -> tuple[np.ndarray, np.ndarray,
     for line_no, usage, emotion, pixels in _csv_rows(csv_path):
         if usage not in wanted:
             continue
-        try:
-            label = int(emotion)
-        except ValueError:
-            raise DatasetError(f"{csv_path} line {line_no}: emotion '{emotion}' is not an integer") from None
-        if not 0 <= label < len(EMOTIONS):
-            raise DatasetError(f"{csv_path} line {line_no}: emotion {label} out of range 0..{len(EMOTIONS) - 1}")
+        label = _csv_label(emotion)
+        if label is None:
+            if not _INTEGER.fullmatch(emotion.strip()):
+                raise DatasetError(f"{csv_path} line {line_no}: emotion '{_shown(emotion)}' is not an integer")
+            raise DatasetError(f"{csv_path} line {line_no}: emotion {_shown(emotion)} out of range "
+                               f"0..{len(EMOTIONS) - 1}")
         parts = pixels.split()
         if len(parts) != IMAGE_SIZE * IMAGE_SIZE:
             raise DatasetError(f"{csv_path} line {line_no}: {len(parts)} pixels, expected {IMAGE_SIZE * IMAGE_SIZE}")
         try:
             px = np.array(parts, dtype=np.int64)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: a number beyond 64 bits
             raise DatasetError(f"{csv_path} line {line_no}: pixels must be integers 0..255") from None
         if px.min() < 0 or px.max() > 255:
             raise DatasetError(f"{csv_path} line {line_no}: pixel values must lie in 0..255")

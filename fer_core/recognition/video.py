@@ -81,11 +81,21 @@ class VideoResult:
         return self.stopped is not None
 
 
+CONTAINERS = {"mov", "mp4", "matroska", "webm", "avi"}
+"""FFmpeg's names for the containers of VIDEO_TYPES. Anything else FFmpeg can open (playlists,
+concat scripts that name other files, image sequences) is refused."""
+
+
 def _open(source: str | os.PathLike | BinaryIO) -> av.container.InputContainer:
     try:
-        return av.open(os.fspath(source) if isinstance(source, str | os.PathLike) else source, mode="r")
+        container = av.open(os.fspath(source) if isinstance(source, str | os.PathLike) else source, mode="r")
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise VideoError(f"not a video file this app can read ({_reason(exc)})") from None
+    if not CONTAINERS & set(container.format.name.split(",")):
+        container.close()
+        raise VideoError(f"a '{container.format.name}' file is not a video this app reads "
+                         f"(accepted: {', '.join(VIDEO_TYPES)})")
+    return container
 
 
 def _reason(exc: Exception) -> str:

@@ -83,10 +83,15 @@ class AppSettings:
                            max_pixels=self.max_video_pixels, max_wall_seconds=self.max_video_wall_seconds)
 
     @staticmethod
+    def setting(name: str) -> str:
+        """The environment variable or secret behind a field (``max_pixels`` -> ``FER_MAX_PIXELS``): what a
+        refusal names."""
+        return _ENV_NAMES[name]
+
+    @staticmethod
     def video_setting(limit: str) -> str:
-        """The setting behind a ``VideoLimits`` field (``max_frames`` -> ``FER_MAX_VIDEO_FRAMES``): what a
-        refusal or an early stop names."""
-        return _ENV_NAMES.get(f"max_video_{limit.removeprefix('max_')}", limit)
+        """The setting behind a ``VideoLimits`` field (``max_frames`` -> ``FER_MAX_VIDEO_FRAMES``)."""
+        return _ENV_NAMES[f"max_video_{limit.removeprefix('max_')}"]
 
     def password_matches(self, given: str | None) -> bool:
         """Constant-time comparison, so the time an answer takes tells nothing about the password."""
