@@ -1,18 +1,32 @@
-"""The paper's experiment: which optimizer and which learning rate.
+"""The paper's experiment: which optimizer and which learning rate, as an Optuna grid study.
 
-    fer-study --data data/fer2013 --arch fernet_s \\
-        --optimizers sgd,adam,amsgrad,rmsprop,adagrad --lrs 0.1,0.01,0.001,0.0001 \\
-        --epochs 3 --subset 300 --seed 0 --out reports/study
+The paper-scale study (the paper's network and recipe: weight decay 0, no label smoothing, no
+augmentation, constant learning rate, batch 64; the three best cells get a second seed):
 
-Every cell of the grid is an ordinary run (``DIR/cells/<optimizer>-lr<lr>``) made by
-``fer_core.training.loop.train`` with the same architecture, data, epochs, subset, batch size and
-seed: only the optimizer and the learning rate differ. The learning rate is held constant
-(schedule ``none`` by default) so that "lr" means the same thing for every optimizer.
+    fer-study --data data/fer2013 --arch paper \\
+        --optimizers sgd,sgd_nesterov,adam,amsgrad,rmsprop --lrs 0.1,0.01,0.001 \\
+        --epochs 8 --batch-size 64 --no-augment --label-smoothing 0 --weight-decay 0 \\
+        --top-seeds 3 --extra-seed 1 --out reports/study-paper
 
-Resumable: a cell that finished (or failed deterministically, e.g. diverged) is read back,
-not rerun; an interrupted one is started again from scratch. After every cell the summary
-(``study.csv``, ``study.json``) and the heatmap (``heatmap.html``, plus ``heatmap.png`` when
-kaleido is installed) are rewritten atomically, so a half-done study is already readable.
+Every cell of the grid is an ordinary run (``OUT/cells/<optimizer>-lr<lr>``, ``-seed<s>`` added
+for seeds other than the first) made by ``fer_core.training.loop.train`` with the same architecture,
+data, epochs, subset, batch size and recipe: only optimizer, learning rate and seed differ. The
+learning rate is held constant (schedule ``none`` by default) so that "lr" means the same thing for
+every optimizer. A seed changes the initialisation and the batch order, and with ``--subset`` which
+images are drawn; each run is prepared exactly as ``train.py --seed`` would prepare it.
+
+The grid is an Optuna study (``GridSampler`` over optimizer × lr × seed, no pruning, one trial per
+cell) kept in ``OUT/study.db`` (SQLite) or in the database given by ``--storage``: the same command
+started on several machines against one PostgreSQL database shares one grid, each cell trained
+exactly once (``fer_core.training.study_storage`` says how). Resumable by construction: running the
+command again continues the grid. A cell that diverged is a result (failed, with its error), never
+retried; a cell whose worker died (its heartbeat stopped) or was stopped (SIGTERM, Ctrl-C) is
+trained again from scratch. With ``--top-seeds K``, once the grid is done the K best cells on
+validation are trained again with ``--extra-seed``, so the top of the ranking has error bars.
+
+After every cell the summary (``study.csv``: one row per run; ``study.json``: one entry per cell,
+mean and min/max over its seeds) and the heatmap (``heatmap.html``, plus ``heatmap.png`` when
+kaleido is installed) are rewritten atomically from the database, so any worker's copy is complete.
 The winner is chosen on validation accuracy; the test accuracy is reported, never tuned on.
 """
 
@@ -23,30 +37,41 @@ import contextlib
 import csv
 import io
 import math
+import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import optuna
+from optuna.trial import TrialState
+
 from fer_core.common.atomic import read_json, write_json, write_text
+from fer_core.data.prepare import PreparedData
 from fer_core.models.zoo import list_models
 from fer_core.training import loop as training
+from fer_core.training import study_storage as store
 from fer_core.training.loop import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
 
 PAPER_LRS = (0.1, 0.01, 0.001, 0.0001)
-FIELDS = ("optimizer", "lr", "status", "best_val_acc", "test_acc", "macro_f1", "final_train_loss",
-          "train_seconds", "wall_seconds", "error")
+RUN_FIELDS = ("seed", "status", "best_val_acc", "test_acc", "macro_f1", "final_train_loss", "train_seconds",
+              "wall_seconds", "error")
+FIELDS = ("optimizer", "lr", *RUN_FIELDS)
 BUDGET_KEYS = ("data", "arch", "epochs", "subset", "seed", "batch_size", "schedule", "augment", "weight_decay",
-               "momentum", "label_smoothing", "val_fraction", "clean", "precision", "device")
-TERMINAL = ("finished", "failed")
+               "momentum", "label_smoothing", "val_fraction", "clean", "precision", "device", "patience")
+TERMINAL = ("finished", "failed", "lost")
+MEANS = ("best_val_acc", "test_acc", "macro_f1", "final_train_loss")
 
 
 @dataclass
 class Cell:
+    """One optimizer × learning-rate cell; its figures are means over the seeds that finished."""
+
     optimizer: str
     lr: float
     status: str = "pending"
@@ -57,14 +82,20 @@ class Cell:
     train_seconds: float | None = None
     wall_seconds: float | None = None
     error: str | None = None
+    seeds: list[int] = field(default_factory=list)  # the seeds that finished
+    val_acc_min: float | None = None  # spread over seeds, when more than one finished
+    val_acc_max: float | None = None
+    test_acc_min: float | None = None
+    test_acc_max: float | None = None
+    runs: list[dict] = field(default_factory=list)  # one per seed, RUN_FIELDS each
 
     @property
     def name(self) -> str:
         return cell_name(self.optimizer, self.lr)
 
 
-def cell_name(optimizer: str, lr: float) -> str:
-    return f"{optimizer}-lr{lr:g}"
+def cell_name(optimizer: str, lr: float, seed: int | None = None) -> str:
+    return f"{optimizer}-lr{lr:g}" + (f"-seed{seed}" if seed is not None else "")
 
 
 def read_cell(folder: Path, optimizer: str, lr: float) -> Cell:
@@ -91,10 +122,7 @@ def read_cell(folder: Path, optimizer: str, lr: float) -> Cell:
     return cell
 
 
-# --------------------------------------------------------------------------- one process, one data set
-
-
-# --------------------------------------------------------------------------- the study
+# --------------------------------------------------------------------------- the study's settings
 
 
 @dataclass
@@ -103,13 +131,57 @@ class StudyConfig:
     optimizers: list[str]
     lrs: list[float]
     out: Path
-    retry_failed: bool = False
+    seeds: list[int] | None = None  # None: the base config's seed alone
+    top_seeds: int = 0  # after the grid, train the best K cells again with extra_seed
+    extra_seed: int | None = None  # None: one above the largest seed
+    storage: str | None = None  # SQLAlchemy URL; None: OUT/study.db
+    study_name: str | None = None  # None: derived from the budget
+    n_trials: int | None = None  # runs this worker trains before it exits; None: until the study is done
+    heartbeat: int = 30  # seconds; a run silent for 4 heartbeats is taken for dead and trained again
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.seeds is None:
+            self.seeds = [self.base.seed]
+        elif self.seeds:
+            self.base.seed = self.seeds[0]  # the budget's seed is the first; the others are replicas
+        if self.top_seeds and self.extra_seed is None and self.seeds:
+            self.extra_seed = max(self.seeds) + 1
+
+    @property
+    def primary_seed(self) -> int:
+        return self.seeds[0]  # type: ignore[index]
 
     def budget(self) -> dict:
         d = asdict(self.base)
         return {k: d[k] for k in BUDGET_KEYS}
 
+    def storage_url(self) -> str:
+        return self.storage or store.default_storage(self.out)
+
+    def name(self) -> str:
+        return self.study_name or store.study_name(self.budget())
+
+    def all_seeds(self) -> list[int]:
+        return list(self.seeds or []) + ([self.extra_seed] if self.top_seeds and self.extra_seed is not None else [])
+
+    def main_keys(self) -> list[store.Key]:
+        return [(o, float(lr), s) for o in self.optimizers for lr in self.lrs for s in self.seeds or []]
+
+    def folder(self, key: store.Key) -> Path:
+        opt, lr, seed = key
+        return self.out / "cells" / cell_name(opt, lr, None if seed == self.primary_seed else seed)
+
     def validate(self) -> None:
+        problems = self._grid_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.base.validate()
+        stored = read_json(self.out / "study.json").get("budget")
+        if stored:
+            store.check_budget({k: stored.get(k) for k in BUDGET_KEYS}, self.budget(), str(self.out))
+
+    def _grid_problems(self) -> list[str]:
         problems = []
         unknown = [o for o in self.optimizers if o not in OPTIMIZERS]
         if unknown:
@@ -120,58 +192,293 @@ class StudyConfig:
             problems.append(f"learning rates must be positive numbers, got {self.lrs}")
         if len(set(self.optimizers)) != len(self.optimizers) or len(set(self.lrs)) != len(self.lrs):
             problems.append("optimizers and learning rates must not repeat")
-        if problems:
-            raise ValueError("; ".join(problems))
-        self.base.validate()
-        stored = read_json(self.out / "study.json").get("budget")
-        if stored and stored != self.budget():
-            diff = sorted(k for k in BUDGET_KEYS if stored.get(k) != self.budget().get(k))
-            raise ValueError(f"{self.out} holds a study with a different budget ({', '.join(diff)}); "
-                             "resume it with the same settings or choose another --out")
+        seeds = self.seeds or []
+        if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
+            problems.append(f"seeds must be distinct whole numbers >= 0, got {seeds}")
+        if self.top_seeds < 0:
+            problems.append(f"--top-seeds must be >= 0, got {self.top_seeds}")
+        if self.top_seeds and (self.extra_seed is None or self.extra_seed < 0 or self.extra_seed in seeds):
+            problems.append(f"--extra-seed must be a whole number >= 0 not among --seeds, got {self.extra_seed}")
+        if self.n_trials is not None and self.n_trials < 1:
+            problems.append(f"--n-trials must be >= 1, got {self.n_trials}")
+        if self.heartbeat < 1:
+            problems.append(f"--heartbeat must be >= 1 second, got {self.heartbeat}")
+        return problems
+
+
+# --------------------------------------------------------------------------- the study
+
+
+class CellFailed(Exception):
+    """The cell ended without a model (the loss diverged): a result, recorded as a failed trial."""
+
+
+class CellCancelled(Exception):
+    """The worker was asked to stop (or its trial was taken for dead) in the middle of a cell."""
 
 
 def run_study(sc: StudyConfig, log: Callable[[str], None] = print,
               should_stop: Callable[[], bool] = lambda: False) -> list[Cell]:
-    """Run (or resume) the grid; returns every cell in grid order."""
+    """Join (or start) the study and train cells until it is done, ``n_trials`` runs were trained or
+    ``should_stop``; returns every cell in grid order, as the database has them."""
     sc.validate()
     try:
         (sc.out / "cells").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrainingError(f"cannot write the study folder {sc.out}: {exc.strerror or exc}") from None
-    grid = [(o, lr) for o in sc.optimizers for lr in sc.lrs]
-    cells = {(o, lr): read_cell(sc.out / "cells" / cell_name(o, lr), o, lr) for o, lr in grid}
-    todo = [k for k in grid if cells[k].status not in TERMINAL or (sc.retry_failed and cells[k].status == "failed")]
-    log(f"study {sc.out}: {len(grid)} cells, {len(grid) - len(todo)} already done, {len(todo)} to run")
-    write_summary(sc, [cells[k] for k in grid])
-    data = training.prepare_data(sc.base) if todo else None  # identical for every cell: load it once
-    for i, (opt, lr) in enumerate(todo, start=1):
-        if should_stop():
-            log("stopped; run the same command again to resume")
-            break
-        folder = sc.out / "cells" / cell_name(opt, lr)
-        if folder.exists():
-            shutil.rmtree(folder)  # an interrupted cell restarts from scratch, same seed
-        cfg = TrainConfig.from_dict({**asdict(sc.base), "optimizer": opt, "lr": lr, "out": str(folder)})
-        t0 = time.monotonic()
-        cell_log = _cell_logger(folder)
+    with _optuna_quiet():
+        return Worker(sc, log, should_stop).run()
+
+
+@contextlib.contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Optuna logs every failed or pruned trial with a traceback; the worker's own lines say it better."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+class Worker:
+    """One process's share of the study: asks the storage for cells and trains them."""
+
+    def __init__(self, sc: StudyConfig, log: Callable[[str], None], should_stop: Callable[[], bool]) -> None:
+        self.sc, self.log, self.should_stop = sc, log, should_stop
+        self.grace = store.grace(sc.heartbeat)
         try:
-            training.train(cfg, log=cell_log, should_stop=should_stop, show_bar=False, data=data)
+            self.storage = store.open_storage(sc.storage_url(), sc.heartbeat)
+        except Exception as exc:  # bad URL, unreachable server, missing driver
+            raise ValueError(f"cannot open the study storage {store.display_url(sc.storage_url())}: {exc}") from None
+        self.sampler = store.CellGridSampler(
+            {"optimizer": sc.optimizers, "lr": [float(x) for x in sc.lrs], "seed": sc.seeds})
+        self.sampler.reseed_rng()  # the grid order is fixed (seed 0) for every worker; the picks differ
+        self.study = store.open_study(self.storage, sc.name(), sc.budget(), self.sampler)
+        self.trained = 0
+        self.data: dict[int, PreparedData] = {}  # prepared data per seed, shared by this process's cells
+        self._exported: object = None
+        import_legacy_cells(self.study, sc)
+
+    # ---- the loop
+
+    def run(self) -> list[Cell]:
+        states = self.plan()
+        done = sum(s.settled for s in states.values())
+        self.log(f"study {self.sc.out} ({self.sc.name()} in {store.display_url(self.sc.storage_url())}): "
+                 f"{len(states)} cells, {done} already done, {len(states) - done} to run")
+        try:
+            self._loop()
+        finally:
+            with contextlib.suppress(Exception):  # a stopped cell is queued again at once, for the other workers
+                self.plan()
+        cells = self.export(force=True)
+        best = winner(cells)
+        if best:
+            self.log(f"best on validation: {best.optimizer} lr {best.lr:g} (val {_pct(best.best_val_acc)}, "
+                     f"test {_pct(best.test_acc)})")
+        return cells
+
+    def _loop(self) -> None:
+        waiting_for: set = set()
+        while True:
+            if self.should_stop():
+                self.log("stopped; run the same command again to resume")
+                return
+            if self.sc.n_trials is not None and self.trained >= self.sc.n_trials:
+                self.log(f"trained {self.trained} run(s) (--n-trials); the study goes on with the next command")
+                return
+            store.reap_lost(self.study, self.storage, self.grace)
+            states = self.plan()
+            self.export()
+            if self.has_work(states):
+                if not self.run_one():
+                    return
+                continue
+            running = {k for k, s in states.items() if s.live}
+            if not running:
+                return
+            if running != waiting_for:
+                self.log(f"waiting for {len(running)} run(s) on other workers: "
+                         + ", ".join(self.sc.folder(k).name for k in sorted(running)))
+                waiting_for = running
+            self._sleep(self.sc.heartbeat)
+
+    def plan(self) -> dict[store.Key, store.CellState]:
+        """The runs this study wants now, with what the storage says of each; queues the ones that
+        need a worker and will not get one from the grid sampler."""
+        trials = self.study.get_trials(deepcopy=False)
+        main = self.sc.main_keys()
+        states = store.survey(trials, main)
+        extra = extra_keys(self.sc, states)
+        states.update(store.survey(trials, extra))
+        exhausted = self.sampler.is_exhausted(self.study)
+        queued = store.requeue(self.study, {k: states[k] for k in main}, also_untried=exhausted)
+        queued += store.requeue(self.study, {k: states[k] for k in extra}, also_untried=True)
+        if queued:
+            trials = self.study.get_trials(deepcopy=False)
+            states = store.survey(trials, [*main, *extra])
+        return states
+
+    def has_work(self, states: dict[store.Key, store.CellState]) -> bool:
+        """A queued trial to pop, or a cell nobody tried that the grid sampler can still hand out."""
+        if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return True
+        untried = any(not s.tried for k, s in states.items() if k[2] in (self.sc.seeds or []))
+        return untried and not self.sampler.is_exhausted(self.study)
+
+    def run_one(self) -> bool:
+        """One trial; False when the worker must stop."""
+        try:
+            self.study.optimize(self.objective, n_trials=1, catch=(CellFailed,), gc_after_trial=False)
+        except CellCancelled:
+            self.log("stopped in the middle of a cell; it is queued again. Run the same command to resume")
+            return False
+        except (ValueError, RuntimeError) as exc:
+            if not _taken_over(exc):
+                raise
+            self.log("this worker's trial was taken for dead by another worker (missed heartbeats); going on")
+        return True
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self.should_stop():
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+
+    # ---- one trial
+
+    def objective(self, trial: optuna.Trial) -> float:
+        self.storage.record_heartbeat(trial._trial_id)  # so a worker that dies from here on is seen as dead
+        trial.set_user_attr("heartbeat_by", trial.number)
+        key = store.suggest(trial, OPTIMIZERS, self.sc.lrs, self.sc.all_seeds())
+        owner = store.owner_of(self.study, self.storage, trial.number, key, self.grace)
+        if owner is not None:
+            trial.set_user_attr("status", "duplicate")
+            trial.set_user_attr("duplicate_of", owner.number)
+            raise optuna.TrialPruned(f"{cell_name(*key)} belongs to trial {owner.number}")
+        trial.set_user_attr("training_by", trial.number)
+        for k, v in {"status": "running", "worker": f"{socket.gethostname()}:{os.getpid()}",
+                     "folder": str(self.sc.folder(key))}.items():
+            trial.set_user_attr(k, v)
+        self.trained += 1
+        result = self.train_cell(trial, key)
+        for k, v in result.items():
+            trial.set_user_attr(k, v)
+        self._log_run(key, result)
+        if result["status"] == "finished":
+            return float(result["best_val_acc"])
+        if result["status"] == "cancelled":
+            raise CellCancelled(cell_name(*key))
+        raise CellFailed(result["error"])
+
+    def train_cell(self, trial: optuna.Trial, key: store.Key) -> dict:
+        """Train one run from scratch into its folder; what it gave, as the trial's user attributes."""
+        opt, lr, seed = key
+        folder = self.sc.folder(key)
+        if folder.exists():
+            shutil.rmtree(folder)  # a cell whose worker died or was stopped starts again, same seed
+        cfg = TrainConfig.from_dict({**asdict(self.sc.base), "optimizer": opt, "lr": lr, "seed": seed,
+                                     "out": str(folder)})
+        cell_log = _cell_logger(folder)
+        t0, error = time.monotonic(), None
+        try:
+            training.train(cfg, log=cell_log, should_stop=self._stop_check(trial), show_bar=False,
+                           data=self._data_for(cfg))
         except TrainingError as exc:  # e.g. the loss diverged: a result, recorded as failed
             cell_log(f"failed: {exc}")
+            error = str(exc)
         wall = round(time.monotonic() - t0, 1)
-        cells[(opt, lr)] = cell = read_cell(folder, opt, lr)
-        if cell.status in TERMINAL:
-            write_json(folder / "study_cell.json", {"wall_seconds": wall})
-            cell.wall_seconds = wall
-        log(f"[{i}/{len(todo)}] {cell.name:<22} {cell.status:<9} val {_pct(cell.best_val_acc)} "
-            f"test {_pct(cell.test_acc)}  {wall:.0f}s" + (f"  ({cell.error})" if cell.error else ""))
-        write_summary(sc, [cells[k] for k in grid])
-    result = [cells[k] for k in grid]
-    best = winner(result)
-    if best:
-        log(f"best on validation: {best.optimizer} lr {best.lr:g} (val {_pct(best.best_val_acc)}, "
-            f"test {_pct(best.test_acc)})")
-    return result
+        return run_result(folder, opt, lr, wall, error)
+
+    def _data_for(self, cfg: TrainConfig) -> PreparedData:
+        """The data of a run with this seed, prepared once per process: identical for every cell."""
+        if cfg.seed not in self.data:
+            self.data[cfg.seed] = training.prepare_data(cfg)
+        return self.data[cfg.seed]
+
+    def _stop_check(self, trial: optuna.Trial) -> Callable[[], bool]:
+        """Stop when asked, or when another worker took this trial for dead: two workers must never
+        train one cell, so the one that lost its trial gives way."""
+        last = [time.monotonic()]
+        taken = [False]
+
+        def check() -> bool:
+            if self.should_stop() or taken[0]:
+                return True
+            if time.monotonic() - last[0] > self.sc.heartbeat:
+                last[0] = time.monotonic()
+                taken[0] = self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING
+            return taken[0]
+
+        return check
+
+    def _log_run(self, key: store.Key, r: dict) -> None:
+        states = store.survey(self.study.get_trials(deepcopy=False), [*self.sc.main_keys(), key])
+        done = sum(s.settled for k, s in states.items() if k != key) + (r["status"] in TERMINAL)
+        self.log(f"[{done}/{len(states)}] {self.sc.folder(key).name:<28} {r['status']:<9} "
+                 f"val {_pct(r['best_val_acc'])} test {_pct(r['test_acc'])}  {r['wall_seconds']:.0f}s"
+                 + (f"  ({r['error']})" if r["error"] else ""))
+
+    # ---- outputs
+
+    def export(self, force: bool = False) -> list[Cell]:
+        """Rewrite study.csv / study.json / heatmap.html from the database when it changed."""
+        trials = self.study.get_trials(deepcopy=False)
+        fingerprint = [(t.number, t.state, t.user_attrs.get("status")) for t in trials]
+        cells = cells_from_trials(self.sc, trials)
+        if force or fingerprint != self._exported:
+            write_summary(self.sc, cells, study_meta(self.sc, trials, cells))
+            self._exported = fingerprint
+        return cells
+
+
+def _taken_over(exc: BaseException) -> bool:
+    """Whether optimize failed because another worker failed this trial first: the trial's own writes
+    then raise UpdateFinishedTrialError, or Optuna cannot tell a result to a finished trial."""
+    return isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or str(exc).startswith("Cannot tell a ")
+
+
+def run_result(folder: Path, optimizer: str, lr: float, wall: float, error: str | None) -> dict:
+    """A trained (or failed, or cancelled) run folder as the trial's user attributes."""
+    cell = read_cell(folder, optimizer, lr)
+    status = cell.status
+    if status == "pending":  # stopped midway, or failed before writing its progress
+        status = "cancelled" if read_json(folder / "progress.json").get("status") == "cancelled" else "failed"
+    if status == "finished" and not isinstance(cell.best_val_acc, int | float):
+        status, error = "failed", "finished without a validation accuracy in metrics.json"
+    if status in TERMINAL:
+        write_json(folder / "study_cell.json", {"wall_seconds": wall})
+    config = read_json(folder / "config.json")
+    return {"status": status, "best_val_acc": cell.best_val_acc, "test_acc": cell.test_acc,
+            "macro_f1": cell.macro_f1, "final_train_loss": cell.final_train_loss,
+            "train_seconds": cell.train_seconds, "wall_seconds": wall,
+            "error": cell.error or (error if status == "failed" else None),
+            "device": config.get("device"), "precision": config.get("precision"), "data": config.get("data")}
+
+
+def import_legacy_cells(study: optuna.Study, sc: StudyConfig) -> int:
+    """A study folder written before the study moved to Optuna keeps its finished and failed cells:
+    they enter an empty study as trials instead of being trained again."""
+    if study.get_trials(deepcopy=False) or not (sc.out / "cells").is_dir():
+        return 0
+    dists = store.distributions(OPTIMIZERS, sc.lrs, sc.all_seeds())
+    n = 0
+    for key in sc.main_keys():
+        if key[2] != sc.primary_seed:
+            continue
+        cell = read_cell(sc.folder(key), key[0], key[1])
+        if cell.status not in ("finished", "failed") or (cell.status == "finished" and cell.best_val_acc is None):
+            continue
+        config = read_json(sc.folder(key) / "config.json")
+        attrs = {**{k: getattr(cell, k) for k in RUN_FIELDS if k != "seed"}, "imported": True,
+                 "device": config.get("device"), "precision": config.get("precision"), "data": config.get("data")}
+        finished = cell.status == "finished"
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE if finished else TrialState.FAIL,
+            value=cell.best_val_acc if finished else None,
+            params={"optimizer": key[0], "lr": key[1], "seed": key[2]}, distributions=dists, user_attrs=attrs))
+        n += 1
+    return n
 
 
 def _cell_logger(folder: Path) -> Callable[[str], None]:
@@ -192,25 +499,116 @@ def winner(cells: list[Cell]) -> Cell | None:
     return max(done, key=lambda c: (c.best_val_acc, c.test_acc or 0)) if done else None
 
 
+# --------------------------------------------------------------------------- from the database to cells
+
+
+def extra_keys(sc: StudyConfig, states: dict[store.Key, store.CellState]) -> list[store.Key]:
+    """The replica runs: once every run of the grid is settled, the ``top_seeds`` best cells on
+    validation (ranked on the grid's seeds only, so the choice does not move as replicas finish)."""
+    main = sc.main_keys()
+    if not sc.top_seeds or sc.extra_seed is None or not all(states[k].settled for k in main):
+        return []
+    ranked = []
+    for i, (opt, lr) in enumerate((o, float(lr)) for o in sc.optimizers for lr in sc.lrs):
+        runs = [run_from_state(states[(opt, lr, s)], s) for s in sc.seeds or []]
+        done = [r for r in runs if r["status"] == "finished"]
+        if done:
+            val = _mean([r["best_val_acc"] for r in done])
+            ranked.append((-(val or 0), -(_mean([r["test_acc"] for r in done]) or 0), i, opt, lr))
+    return [(opt, lr, sc.extra_seed) for *_, opt, lr in sorted(ranked)[: sc.top_seeds]]
+
+
+def run_from_state(s: store.CellState, seed: int) -> dict:
+    """One run's row: its result, or where it stands."""
+    if s.result is not None:
+        a = s.result.user_attrs
+        finished = s.result.state == TrialState.COMPLETE
+        row = {k: a.get(k) for k in RUN_FIELDS}
+        row.update(seed=seed, status="finished" if finished else "failed")
+        if finished and row["best_val_acc"] is None:
+            row["best_val_acc"] = s.result.value
+        return row
+    row = dict.fromkeys(RUN_FIELDS)
+    if s.lost > store.MAX_RETRY:
+        row.update(status="lost", error=f"its worker died {s.lost} times")
+    else:
+        row["status"] = "running" if s.training is not None else "pending"
+    row["seed"] = seed
+    return row
+
+
+def cells_from_trials(sc: StudyConfig, trials: list[optuna.trial.FrozenTrial]) -> list[Cell]:
+    """Every cell of the grid in grid order, with one run per seed it has (grid seeds, then the replica)."""
+    main = sc.main_keys()
+    states = store.survey(trials, main)
+    extra = set(extra_keys(sc, states))
+    states.update(store.survey(trials, extra))
+    cells = []
+    for opt in sc.optimizers:
+        for lr in (float(x) for x in sc.lrs):
+            seeds = [s for s in sc.all_seeds() if (opt, lr, s) in states]
+            cells.append(aggregate(opt, lr, [run_from_state(states[(opt, lr, s)], s) for s in seeds]))
+    return cells
+
+
+def aggregate(optimizer: str, lr: float, runs: list[dict]) -> Cell:
+    """A cell from its runs: means over the seeds that finished, min/max when there are several."""
+    done = [r for r in runs if r["status"] == "finished"]
+    status = "finished" if done else next((s for s in ("failed", "lost", "running") if any(r["status"] == s
+                                                                                           for r in runs)), "pending")
+    cell = Cell(optimizer, lr, status, seeds=[r["seed"] for r in done], runs=runs)
+    for k in MEANS:
+        setattr(cell, k, _mean([r[k] for r in done]))
+    for k in ("train_seconds", "wall_seconds"):
+        values = [r[k] for r in runs if isinstance(r[k], int | float)]
+        setattr(cell, k, round(sum(values), 1) if values else None)
+    errors = [(r["seed"], r["error"]) for r in runs if r["error"]]
+    if errors:
+        cell.error = errors[0][1] if len(runs) == 1 else "; ".join(f"seed {s}: {e}" for s, e in errors)
+    if len(done) > 1:
+        vals, tests = [r["best_val_acc"] for r in done], [r["test_acc"] for r in done]
+        cell.val_acc_min, cell.val_acc_max = _spread(vals)
+        cell.test_acc_min, cell.test_acc_max = _spread(tests)
+    return cell
+
+
+def _mean(values: list) -> float | None:
+    values = [float(v) for v in values if isinstance(v, int | float)]
+    return sum(values) / len(values) if values else None
+
+
+def _spread(values: list) -> tuple[float | None, float | None]:
+    values = [float(v) for v in values if isinstance(v, int | float)]
+    return (min(values), max(values)) if values else (None, None)
+
+
+def study_meta(sc: StudyConfig, trials: list[optuna.trial.FrozenTrial], cells: list[Cell]) -> dict:
+    """What study.json says besides the cells: where the study lives, what the runs ran on."""
+    runs = [r for c in cells for r in c.runs]
+    first = next((t for t in sorted(trials, key=lambda t: t.number) if t.state == TrialState.COMPLETE
+                  and t.params.get("seed") == sc.primary_seed), None)
+    attrs = first.user_attrs if first else {}
+    return {"study_name": sc.name(), "storage": store.display_url(sc.storage_url()),
+            "runs_done": sum(r["status"] in TERMINAL for r in runs), "runs_total": len(runs),
+            "device": attrs.get("device"), "precision": attrs.get("precision"), "data_sizes": attrs.get("data")}
+
+
 # --------------------------------------------------------------------------- outputs
 
 
-def write_summary(sc: StudyConfig, cells: list[Cell]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS)
-    w.writeheader()
-    for c in cells:
-        w.writerow({k: getattr(c, k) for k in FIELDS})
-    write_text(sc.out / "study.csv", buf.getvalue())
+def write_summary(sc: StudyConfig, cells: list[Cell], meta: dict | None = None) -> None:
+    """study.csv (one row per run), study.json (one entry per cell) and the heatmap, atomically."""
+    write_text(sc.out / "study.csv", _csv(sc, cells))
     best = winner(cells)
-    done = [c for c in cells if c.status in TERMINAL]
-    wall = sum(c.wall_seconds or 0 for c in done)
-    config = read_json(sc.out / "cells" / done[0].name / "config.json") if done else {}
+    done = [c for c in cells if c.status in TERMINAL and not any(r["status"] in ("pending", "running")
+                                                                  for r in c.runs)]
+    meta = meta if meta is not None else _meta_from_folders(sc, done)
     write_json(sc.out / "study.json", {
-        "budget": sc.budget(), "optimizers": sc.optimizers, "lrs": sc.lrs,
-        "cells_done": len(done), "cells_total": len(cells), "wall_seconds": round(wall, 1),
-        "device": config.get("device"), "precision": config.get("precision"), "data_sizes": config.get("data"),
-        "winner": asdict(best) if best else None, "cells": [asdict(c) for c in cells],
+        "budget": sc.budget(), "optimizers": sc.optimizers, "lrs": sc.lrs, "seeds": sc.seeds,
+        "top_seeds": sc.top_seeds, "extra_seed": sc.extra_seed if sc.top_seeds else None,
+        "cells_done": len(done), "cells_total": len(cells),
+        "wall_seconds": round(sum(c.wall_seconds or 0 for c in cells), 1),
+        **meta, "winner": asdict(best) if best else None, "cells": [asdict(c) for c in cells],
     })
     fig = heatmap_figure(cells)
     write_text(sc.out / "heatmap.html", fig.to_html(include_plotlyjs="cdn", full_html=True))
@@ -218,6 +616,23 @@ def write_summary(sc: StudyConfig, cells: list[Cell]) -> None:
         import kaleido  # noqa: F401
 
         fig.write_image(str(sc.out / "heatmap.png"), width=1100, height=520)
+
+
+def _csv(sc: StudyConfig, cells: list[Cell]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS)
+    w.writeheader()
+    for c in cells:
+        runs = c.runs or [{**{k: getattr(c, k) for k in RUN_FIELDS if k != "seed"}, "seed": sc.primary_seed}]
+        for r in runs:
+            w.writerow({"optimizer": c.optimizer, "lr": c.lr, **{k: r.get(k) for k in RUN_FIELDS}})
+    return buf.getvalue()
+
+
+def _meta_from_folders(sc: StudyConfig, done: list[Cell]) -> dict:
+    """Device and data of a summary written without the database (cells given by hand)."""
+    config = read_json(sc.out / "cells" / done[0].name / "config.json") if done else {}
+    return {"device": config.get("device"), "precision": config.get("precision"), "data_sizes": config.get("data")}
 
 
 def load_study(folder: str | Path) -> tuple[dict, list[Cell]]:
@@ -232,7 +647,8 @@ def load_study(folder: str | Path) -> tuple[dict, list[Cell]]:
 
 
 def heatmap_figure(cells: list[Cell]):
-    """Validation and test accuracy per optimizer (rows) × learning rate (columns)."""
+    """Validation and test accuracy per optimizer (rows) × learning rate (columns); a cell with
+    several seeds shows their mean ± half their range."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -247,22 +663,31 @@ def heatmap_figure(cells: list[Cell]):
     for col, attr in enumerate(("best_val_acc", "test_acc"), start=1):
         z, text = [], []
         for o in optimizers:
-            row_z, row_t = [], []
-            for lr in lrs:
-                c = by_key.get((o, lr))
-                v = getattr(c, attr) if c and c.status == "finished" else None
-                row_z.append(v * 100 if isinstance(v, int | float) else None)
-                row_t.append(f"{v * 100:.1f}" if isinstance(v, int | float) else (c.status if c else ""))
-            z.append(row_z)
-            text.append(row_t)
+            cells_row = [by_key.get((o, lr)) for lr in lrs]
+            z.append([_z(c, attr) for c in cells_row])
+            text.append([_label(c, attr) for c in cells_row])
         fig.add_trace(go.Heatmap(z=z, x=[f"{lr:g}" for lr in lrs], y=optimizers, text=text, texttemplate="%{text}",
                                  colorscale="Viridis", zmin=zmin, zmax=max(zmax, zmin + 1), showscale=col == 2,
-                                 colorbar={"title": "%"}, hovertemplate="%{y} lr %{x}: %{z:.1f}%<extra></extra>"),
+                                 colorbar={"title": "%"}, hovertemplate="%{y} lr %{x}: %{text}<extra></extra>"),
                       row=1, col=col)
         fig.update_xaxes(title_text="learning rate", type="category", row=1, col=col)
         fig.update_yaxes(autorange="reversed", type="category", row=1, col=col)
     fig.update_layout(height=120 + 42 * len(optimizers), margin={"t": 60, "b": 40, "l": 10, "r": 10})
     return fig
+
+
+def _z(c: Cell | None, attr: str) -> float | None:
+    v = getattr(c, attr) if c and c.status == "finished" else None
+    return v * 100 if isinstance(v, int | float) else None
+
+
+def _label(c: Cell | None, attr: str) -> str:
+    v = _z(c, attr)
+    if v is None:
+        return c.status if c else ""
+    lo, hi = (c.val_acc_min, c.val_acc_max) if attr == "best_val_acc" else (c.test_acc_min, c.test_acc_max)
+    spread = f"±{(hi - lo) * 50:.1f}" if isinstance(lo, int | float) and isinstance(hi, int | float) else ""
+    return f"{v:.1f}{spread}"
 
 
 # --------------------------------------------------------------------------- command line
@@ -276,31 +701,68 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
     ap.add_argument("--optimizers", default=",".join(OPTIMIZERS), help=f"comma list from {', '.join(OPTIMIZERS)}")
     ap.add_argument("--lrs", default=",".join(f"{x:g}" for x in PAPER_LRS), help="comma list of learning rates")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--patience", type=int, default=None,
+                    help="stop a cell once validation accuracy has not improved for this many epochs")
     ap.add_argument("--subset", type=int, default=None, help="images per class (the same for every cell)")
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--schedule", default="none", choices=SCHEDULES,
                     help="none keeps the learning rate constant, so every optimizer gets the lr it is labelled with")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment)
-    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    seeds = ap.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", default=None, help="comma list of seeds every cell is trained with (default 0)")
+    seeds.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    ap.add_argument("--top-seeds", type=int, default=0, metavar="K",
+                    help="once the grid is done, train the K best cells on validation again with --extra-seed")
+    ap.add_argument("--extra-seed", type=int, default=None, metavar="S", help="default: one above the largest seed")
     ap.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
     ap.add_argument("--device", default=d.device)
-    ap.add_argument("--retry-failed", action="store_true", help="rerun cells that failed (e.g. diverged)")
     ap.add_argument("--out", required=True, help="study folder (cells go to OUT/cells/)")
+    ap.add_argument("--storage", default=None,
+                    help="SQLAlchemy database URL shared by several workers, e.g. postgresql://user@host/db "
+                         "(default: sqlite file OUT/study.db)")
+    ap.add_argument("--study-name", default=None, help="default: derived from the budget")
+    ap.add_argument("--n-trials", type=int, default=None, help="train at most this many runs, then exit")
+    ap.add_argument("--heartbeat", type=int, default=30,
+                    help="seconds between a worker's signs of life (default 30); after 4 missed ones its cell is "
+                         "failed and trained again by another worker")
     a = ap.parse_args(argv)
-    try:
-        lrs = [float(x) for x in a.lrs.split(",") if x.strip()]
-    except ValueError:
-        ap.error(f"--lrs must be comma-separated numbers, got '{a.lrs}'")
+    lrs = _numbers(ap, "--lrs", a.lrs, float)
+    seed_list = [a.seed] if a.seed is not None else _numbers(ap, "--seeds", a.seeds or "0", int)
     base = TrainConfig(data=a.data, arch=a.arch, epochs=a.epochs, subset=a.subset, batch_size=a.batch_size,
-                       schedule=a.schedule, augment=a.augment, seed=a.seed, precision=a.precision, device=a.device)
-    return StudyConfig(base=base, optimizers=[o.strip() for o in a.optimizers.split(",") if o.strip()],
-                       lrs=lrs, out=Path(a.out), retry_failed=a.retry_failed)
+                       schedule=a.schedule, augment=a.augment, label_smoothing=a.label_smoothing,
+                       weight_decay=a.weight_decay, patience=a.patience, seed=seed_list[0] if seed_list else 0,
+                       precision=a.precision, device=a.device)
+    return StudyConfig(base=base, optimizers=[o.strip() for o in a.optimizers.split(",") if o.strip()], lrs=lrs,
+                       out=Path(a.out), seeds=seed_list, top_seeds=a.top_seeds, extra_seed=a.extra_seed,
+                       storage=a.storage, study_name=a.study_name, n_trials=a.n_trials, heartbeat=a.heartbeat)
+
+
+def _numbers(ap: argparse.ArgumentParser, flag: str, text: str, kind: type) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"{flag} must be comma-separated numbers, got '{text}'")
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM or Ctrl-C cancel the current cell cleanly (it is queued again); a second Ctrl-C
+    interrupts at once."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     sc = parse_args(argv)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _stop_on_signals(stop)
     t0 = time.monotonic()
     try:
         run_study(sc, should_stop=stop.is_set)
