@@ -200,3 +200,20 @@ def test_public_mode_hides_error_details(public: Path) -> None:
     finally:
         st.set_option("client.showErrorDetails", before[0])
         st.set_option("client.toolbarMode", before[1])
+
+
+def test_precompute_fills_the_cache_the_public_metrics_page_reads(public: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from fer_core.evaluation.cache import lookup
+    from fer_core.evaluation.precompute import main, precompute
+
+    torch.manual_seed(3)
+    weights = save_checkpoint(create_model("tiny"), ModelConfig(arch="tiny"), tmp_path / "tiny.safetensors")
+    first = precompute(public, ["test"], {"tiny": weights}, log=lambda _: None)
+    assert [(name, split, tta, hit) for name, split, tta, hit, _ in first] == [
+        ("tiny", "test", False, False), ("tiny", "test", True, False)]
+    again = precompute(public, ["test"], {"tiny": weights}, log=lambda _: None)
+    assert all(hit for *_, hit, _ in again)  # a second run does nothing
+    split = load_split(public, "test")
+    assert lookup(weights, split, tta=False) is not None and lookup(weights, split, tta=True) is not None
+    assert main(["--data", str(public), "--splits", "test,val"]) == 2  # a split the data lacks, named
