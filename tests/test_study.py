@@ -201,6 +201,8 @@ def test_top_cells_get_a_second_seed_and_error_bars(data: Path, tmp_path: Path) 
     assert cell.best_val_acc == pytest.approx(sum(vals) / 2) and cell.seeds == [3, 7]
     assert (cell.val_acc_min, cell.val_acc_max) == (min(vals), max(vals))
     assert (out / "cells" / f"{cell.name}-seed7" / "model.safetensors").is_file()
+    val_hashes = {json.loads((f / "config.json").read_text())["data"]["val_hash"] for f in (out / "cells").iterdir()}
+    assert len(val_hashes) == 1  # every seed is validated on the same held-out slice
     rows = list(csv.DictReader((out / "study.csv").open()))
     assert sorted(r["seed"] for r in rows) == ["3", "3", "7"]
     meta, loaded = study.load_study(out)

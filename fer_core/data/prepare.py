@@ -28,7 +28,8 @@ class PreparedData:
 def prepare(data: str, *, seed: int = 0, val_seed: int | None = None, val_fraction: float = VAL_FRACTION,
             clean: bool = True, subset: int | None = None) -> PreparedData:
     """Load, clean (against val/test, so nothing leaks), carve validation (stratified, drawn with
-    ``val_seed``, else ``seed``), then take ``subset`` images per class (drawn with ``seed``)."""
+    ``val_seed``, else ``seed``), then take ``subset`` images per class: of train drawn with ``seed``,
+    of validation with the validation's seed, so that runs sharing ``val_seed`` share every held-out image."""
     splits = validate_dataset(data)
     train = load_split(data, "train")
     held = load_held_out(data, splits)
@@ -36,11 +37,12 @@ def prepare(data: str, *, seed: int = 0, val_seed: int | None = None, val_fracti
     report = None
     if clean:
         train, report = clean_train(train, list(held.values()))
+    held_seed = seed if val_seed is None else val_seed
     if val is None:
-        train, val = stratified_split(train, val_fraction, seed if val_seed is None else val_seed)
+        train, val = stratified_split(train, val_fraction, held_seed)
     if subset:
         train = per_class_subset(train, subset, seed)
-        val = per_class_subset(val, max(1, subset // 4), seed)
+        val = per_class_subset(val, max(1, subset // 4), held_seed)
     return PreparedData(train, val, test, report)
 
 

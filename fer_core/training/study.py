@@ -13,7 +13,8 @@ for seeds other than the first) made by ``fer_core.training.loop.train`` with th
 data, epochs, subset, batch size and recipe: only optimizer, learning rate and seed differ. The
 learning rate is held constant (schedule ``none`` by default) so that "lr" means the same thing for
 every optimizer. A seed changes the initialisation and the batch order, and with ``--subset`` which
-images are drawn; each run is prepared exactly as ``train.py --seed`` would prepare it.
+images are drawn; every run is validated on the same slice of train/ (the first seed's, as
+``train.py --val-seed`` draws it), so the cells' validation accuracies compare like with like.
 
 The grid is an Optuna study (``GridSampler`` over optimizer × lr × seed, no pruning, one trial per
 cell) kept in ``OUT/study.db`` (SQLite) or in the database given by ``--storage``: the same command
@@ -377,8 +378,9 @@ class Worker:
         folder = self.sc.folder(key)
         if folder.exists():
             shutil.rmtree(folder)  # a cell whose worker died or was stopped starts again, same seed
-        cfg = TrainConfig.from_dict({**asdict(self.sc.base), "optimizer": opt, "lr": lr, "seed": seed,
-                                     "out": str(folder)})
+        base = self.sc.base  # every run, whatever its seed, is validated on the first seed's slice of train/
+        cfg = TrainConfig.from_dict({**asdict(base), "optimizer": opt, "lr": lr, "seed": seed, "out": str(folder),
+                                     "val_seed": base.val_seed if base.val_seed is not None else base.seed})
         cell_log = _cell_logger(folder)
         t0, error = time.monotonic(), None
         try:
