@@ -1,8 +1,9 @@
 """Optimizer study: the paper's optimizer × learning-rate experiment, as this project ran it.
 
-Shows any study folder written by ``fer-study`` (the shipped one in
-``reports/study`` by default, or any under the runs directory): the grid as a heatmap of
-validation and test accuracy, the winner chosen on validation, and the full table.
+Shows the shipped studies (``reports/*/``: the paper-scale one first, then the quick one) side by
+side with their budgets, then any one study folder written by ``fer-study`` (those under the runs
+directory too): the grid as a heatmap of validation and test accuracy, the winner chosen on
+validation, and the full table with each cell's spread over seeds.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import streamlit as st
 
 from fer_core.common.paths import PROJECT_ROOT, runs_dir
 from fer_core.runs.app_settings import SettingsError, load_settings
-from fer_core.training.study import heatmap_figure, load_study, winner
+from fer_core.training.study import Cell, heatmap_figure, load_study, winner
 
-SHIPPED = PROJECT_ROOT / "reports" / "study"
+REPORTS = PROJECT_ROOT / "reports"
 PAPER_CLAIM = "AMSGrad with learning rate 0.01"
 
 
 def known_studies() -> list[Path]:
-    """The shipped study first, then every study folder directly under the runs directory."""
-    found = [SHIPPED] if (SHIPPED / "study.json").is_file() else []
+    """The shipped studies (the paper-scale one first), then every study folder under the runs directory."""
+    found = sorted((p.parent for p in REPORTS.glob("*/study.json")), key=lambda p: (p.name != "study-paper", p.name))
     root = runs_dir()
     if root.is_dir():
         found += sorted((p for p in root.iterdir() if (p / "study.json").is_file()), key=lambda p: p.name)
@@ -42,6 +43,34 @@ def pct(x: object) -> str:
     return f"{x * 100:.1f}%" if isinstance(x, int | float) else "—"
 
 
+def spread(c: Cell) -> str:
+    """A cell's validation accuracy over its seeds: min–max, or nothing for a single seed."""
+    if len(c.runs) < 2 or c.val_acc_min is None or c.val_acc_max is None:
+        return ""
+    return f"{c.val_acc_min * 100:.1f}–{c.val_acc_max * 100:.1f}%"
+
+
+def overview(studies: list[Path]) -> pd.DataFrame:
+    """One row per study: its budget, its winner and the paper's choice, so that studies of different
+    budgets are read side by side rather than mistaken for one another."""
+    rows = []
+    for folder in studies:
+        try:
+            meta, cells = load_study(folder)
+        except ValueError:
+            continue
+        budget, best = meta.get("budget", {}), winner(cells)
+        paper = next((c for c in cells if c.optimizer == "amsgrad" and abs(c.lr - 0.01) < 1e-12), None)
+        rows.append({"study": study_label(str(folder)), "network": budget.get("arch"),
+                     "epochs": budget.get("epochs"), "images per class": budget.get("subset") or "all",
+                     "cells done": f"{meta.get('cells_done', 0)}/{meta.get('cells_total', 0)}",
+                     "best (on validation)": f"{best.optimizer} lr {best.lr:g}" if best else "—",
+                     "its val / test": f"{pct(best.best_val_acc)} / {pct(best.test_acc)}" if best else "—",
+                     "amsgrad lr 0.01 val / test": f"{pct(paper.best_val_acc)} / {pct(paper.test_acc)}"
+                     if paper and paper.status == "finished" else "—"})
+    return pd.DataFrame(rows)
+
+
 st.title("Optimizer study")
 st.markdown(f"The paper reports that **{PAPER_CLAIM}** trains its CNN best. Here every optimizer the project "
             "supports is trained with every learning rate on the same budget (architecture, data, epochs, "
@@ -58,6 +87,9 @@ options = [str(p) for p in studies] + (["another folder…"] if may_choose else 
 if not options:
     st.info("No study is available on this deployment.")
     st.stop()
+if len(studies) > 1:
+    st.subheader("The studies side by side")
+    st.dataframe(overview(studies), hide_index=True, key="study-overview")
 choice = st.selectbox("Study folder", options, key="study", format_func=study_label)
 folder = st.text_input("Path to a study folder", key="study-path") if choice == "another folder…" else choice
 if not folder:
@@ -99,7 +131,8 @@ if notes.is_file():
     with st.expander("How to read this study", expanded=True):
         st.markdown(notes.read_text(encoding="utf-8", errors="replace").split("## How to read it", 1)[-1])
 table = pd.DataFrame([{"optimizer": c.optimizer, "lr": f"{c.lr:g}", "status": c.status,
-                       "best val acc": pct(c.best_val_acc), "test acc": pct(c.test_acc),
+                       "best val acc": pct(c.best_val_acc), "val over seeds": spread(c),
+                       "seeds": ", ".join(map(str, c.seeds)) or str(budget.get("seed")), "test acc": pct(c.test_acc),
                        "macro-F1": f"{c.macro_f1:.3f}" if isinstance(c.macro_f1, int | float) else "—",
                        "seconds": c.wall_seconds, "error": c.error or ""} for c in cells])
 st.dataframe(table, hide_index=True, key="study-table")

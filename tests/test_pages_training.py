@@ -186,6 +186,12 @@ def fake_study(folder: Path) -> None:
     write_summary(StudyConfig(base=base, optimizers=["sgd", "amsgrad"], lrs=[0.1, 0.01], out=folder), cells)
 
 
+def table_with(at: AppTest, column: str):
+    tables = [df.value for df in at.dataframe if column in df.value.columns]
+    assert len(tables) == 1, f"{len(tables)} tables with a '{column}' column"
+    return tables[0]
+
+
 def study_page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "pages" / "study.py"), default_timeout=60)
     at.run()
@@ -202,7 +208,7 @@ def test_study_page_shows_any_study_folder(tiny_data: Path) -> None:
     assert not at.exception and not at.error
     assert [m.value for m in at.metric] == ["amsgrad", "0.01", "45.0%", "41.0%"]
     assert len(at.get("plotly_chart")) == 1
-    table = at.dataframe[0].value
+    table = table_with(at, "status")
     assert list(table["status"]) == ["failed", "finished", "finished", "finished"]
     assert "2 epoch(s), 10 training images per class" in at.caption[0].value
 
@@ -213,3 +219,23 @@ def test_study_page_refuses_a_folder_that_is_not_a_study(tiny_data: Path, tmp_pa
     at.text_input(key="study-path").set_value(str(tmp_path)).run()
     assert not at.exception
     assert "holds no study" in at.error[0].value
+
+
+def test_study_page_sets_studies_side_by_side_with_their_budgets_and_spreads(tiny_data: Path) -> None:
+    fake_study(runs_dir() / "my-study")
+    base = TrainConfig(data=os.environ["FER_DATA"], arch="paper", epochs=8, seed=0)
+    twice = Cell("amsgrad", 0.01, "finished", 0.5, 0.48, 0.4, seeds=[0, 1], val_acc_min=0.47, val_acc_max=0.53,
+                 runs=[{"seed": seed, "status": "finished", "best_val_acc": acc, "test_acc": 0.48, "macro_f1": 0.4,
+                        "final_train_loss": 1.0, "train_seconds": 60.0, "wall_seconds": 61.0, "error": None}
+                       for seed, acc in ((0, 0.47), (1, 0.53))])
+    write_summary(StudyConfig(base=base, optimizers=["amsgrad"], lrs=[0.01], out=runs_dir() / "paper-scale"),
+                  [twice])
+    at = study_page()
+    overview = table_with(at, "best (on validation)")
+    rows = {r["study"]: r for r in overview.to_dict("records")}
+    assert {"reports/study", "runs/my-study", "runs/paper-scale"} <= set(rows)
+    assert rows["runs/paper-scale"]["network"] == "paper" and rows["runs/paper-scale"]["epochs"] == 8
+    assert rows["runs/my-study"]["best (on validation)"] == "amsgrad lr 0.01"
+    at.selectbox(key="study").set_value(str(runs_dir() / "paper-scale")).run()
+    table = table_with(at, "val over seeds")
+    assert list(table["val over seeds"]) == ["47.0–53.0%"] and list(table["seeds"]) == ["0, 1"]
