@@ -110,6 +110,13 @@ def wait_ready(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_ms)
 
 
+def open_page(page, title: str, timeout_ms: int = 60_000) -> None:
+    """Click the page's link in the app's sidebar navigation, as a visitor does, and wait until it has run."""
+    page.locator("[data-testid=stSidebarNav] a", has_text=title).first.click()
+    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=timeout_ms)
+    wait_ready(page, timeout_ms=timeout_ms)
+
+
 def screenshot(page, name: str, doc: str | None = None) -> Path:
     """A full-page screenshot in tests/artifacts/; with ``FER_DOC_SCREENSHOTS=1`` (``make screenshots``)
     also the visible part as ``docs/screenshots/<doc>.png``, the README's pictures."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fer_core.common.paths import runs_dir
-from tests.browser_support import screenshot, wait_ready
+from tests.browser_support import open_page, screenshot, wait_ready
 from tests.conftest import write_folder_dataset
 
 PASSWORD = "a long admin passphrase"
@@ -73,9 +73,7 @@ def test_video_stop_button_ends_the_analysis_and_keeps_its_part(public_env: Path
     try:
         page.goto(app_url)
         wait_ready(page)
-        page.locator("[data-testid=stSidebarNav] a", has_text="Video").click()
-        page.get_by_role("heading", name="Video").wait_for(timeout=30_000)
-        wait_ready(page)
+        open_page(page, "Video")
         every = page.get_by_label("Analyse every Nth frame", exact=True)
         every.fill("1")
         every.press("Enter")

@@ -13,7 +13,7 @@ import pytest
 
 from fer_core.recognition.pipeline_bench import compose_frame
 from fer_core.recognition.webcam import WEBCAM_SETTINGS
-from tests.browser_support import screenshot, wait_ready, write_y4m
+from tests.browser_support import open_page, screenshot, wait_ready, write_y4m
 from tests.test_detect import FIXTURES
 from tests.test_recognizer import real_layout, tiny_weights  # noqa: F401  (fixture)
 
@@ -28,13 +28,6 @@ def faces_frame(real_data: Path, tmp_path: Path):
     photo = tmp_path / "group.png"
     cv2.imwrite(str(photo), frame)
     return photo, boxes
-
-
-def _open_page(page, title: str) -> None:
-    """Click the page's link in the app's sidebar navigation, as a visitor does, and wait for it."""
-    page.locator("[data-testid=stSidebarNav] a", has_text=title).first.click()
-    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=60_000)
-    wait_ready(page)
 
 
 def _live_status(page) -> tuple[float, int, int] | None:
@@ -105,7 +98,7 @@ def test_real_faces_in_a_photo_and_on_the_webcam(real_scene_camera, app_url, chr
     wait_ready(page)
     page.locator("[data-testid=stSidebarNav]", has_text="Recognise").wait_for(timeout=30_000)
 
-    _open_page(page, "Photo")
+    open_page(page, "Photo")
     photo = tmp_path / "group.png"
     cv2.imwrite(str(photo), cv2.cvtColor(photo_group(load_pictures(FIXTURES)).image, cv2.COLOR_RGB2BGR))
     page.locator("input[type=file]").first.set_input_files(str(photo))
@@ -120,7 +113,7 @@ def test_real_faces_in_a_photo_and_on_the_webcam(real_scene_camera, app_url, chr
     time.sleep(1)  # plotly's draw transition
     screenshot(page, "photo_real_faces", doc="photo")
 
-    _open_page(page, "Webcam")
+    open_page(page, "Webcam")
     page.get_by_text("Camera off").wait_for(timeout=30_000)
     fps, frames, faces = _start_live(page, min_faces=real_scene_camera)
     assert frames >= 15 and faces >= real_scene_camera, (fps, frames, faces)
@@ -144,7 +137,7 @@ def test_photo_upload_and_live_webcam(tiny_weights, faces_frame, app_url, chromi
     page.goto(app_url)
     wait_ready(page)
     page.locator("[data-testid=stSidebarNav]", has_text="Recognise").wait_for(timeout=30_000)  # st.navigation
-    _open_page(page, "Photo")
+    open_page(page, "Photo")
     page.locator("input[type=file]").first.set_input_files(str(photo))
     page.get_by_text("All results").wait_for(timeout=60_000)
     wait_ready(page)
@@ -155,7 +148,7 @@ def test_photo_upload_and_live_webcam(tiny_weights, faces_frame, app_url, chromi
     screenshot(page, "photo_group")
 
     # ---------------------------------------------------------------- webcam
-    _open_page(page, "Webcam")
+    open_page(page, "Webcam")
     page.get_by_text("Camera off").wait_for(timeout=30_000)
     status = _start_live(page, min_faces=1)
     fps, frames, faces = status

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser_support import screenshot, wait_ready
+from tests.browser_support import open_page, screenshot, wait_ready
 from tests.conftest import REAL_DATA, write_folder_dataset
 from tests.test_detect import FIXTURES
 
@@ -30,12 +30,6 @@ def tour_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return data
 
 
-def _open(page, title: str, timeout_ms: int = 60_000) -> None:
-    page.locator("[data-testid=stSidebarNav] a", has_text=title).first.click()
-    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=timeout_ms)
-    wait_ready(page, timeout_ms=timeout_ms)
-
-
 def test_every_page_renders(tour_env, app_url, chromium, tmp_path):
     from fer_core.recognition.scenes import load_pictures, photo_group
     from tests.conftest import write_test_video
@@ -50,7 +44,7 @@ def test_every_page_renders(tour_env, app_url, chromium, tmp_path):
     scene = photo_group(load_pictures(FIXTURES))
     clip = tmp_path / "group.mp4"
     write_test_video(clip, [np.roll(scene.image, 3 * i, axis=1) for i in range(20)], fps=10, codec="mpeg4")
-    _open(page, "Video")
+    open_page(page, "Video")
     page.locator("input[type=file]").first.set_input_files(str(clip))
     page.get_by_text("face tracks found").wait_for(timeout=120_000)
     wait_ready(page)
@@ -58,7 +52,7 @@ def test_every_page_renders(tour_env, app_url, chromium, tmp_path):
     screenshot(page, "tour_video", doc="video")
 
     # the shipped accurate model on test/: evaluated once (about 20 s on 2 idle cores), then cached
-    _open(page, "Metrics", timeout_ms=600_000)
+    open_page(page, "Metrics", timeout_ms=600_000)
     page.get_by_text("Classification report").first.wait_for(timeout=60_000)
     page.locator("[data-testid=stPlotlyChart] .main-svg").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1500)
@@ -66,7 +60,7 @@ def test_every_page_renders(tour_env, app_url, chromium, tmp_path):
     assert page.locator("[data-testid=stException]").count() == 0
 
     for title, doc in (("Dataset", "dataset"), ("Optimizer study", "study")):
-        _open(page, title)
+        open_page(page, title)
         page.wait_for_timeout(1500)  # charts draw after the script has finished
         screenshot(page, f"tour_{doc}", doc=doc)
         assert page.locator("[data-testid=stException]").count() == 0, title

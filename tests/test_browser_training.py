@@ -12,7 +12,7 @@ from fer_core.common.process import pid_alive
 from fer_core.runs.control import cancel_run
 from fer_core.runs.lock import current_lock, read_lock
 from fer_core.runs.store import load_run
-from tests.browser_support import screenshot, wait_ready
+from tests.browser_support import open_page, screenshot, wait_ready
 from tests.conftest import write_folder_dataset
 
 
@@ -31,9 +31,7 @@ def test_start_watch_and_cancel_a_run(tiny_env: Path, app_url: str, chromium) ->
     try:
         page.goto(app_url)
         wait_ready(page)
-        page.locator("[data-testid=stSidebarNav] a", has_text="Training").click()
-        page.get_by_role("heading", name="Training").wait_for(timeout=30_000)
-        wait_ready(page)
+        open_page(page, "Training")
         assert page.get_by_label("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv").input_value() == str(
             tiny_env)
         arch = page.get_by_role("combobox", name=re.compile("Architecture"))
