@@ -62,7 +62,7 @@ def overview(studies: list[Path]) -> pd.DataFrame:
         budget, best = meta.get("budget", {}), winner(cells)
         paper = next((c for c in cells if c.optimizer == "amsgrad" and abs(c.lr - 0.01) < 1e-12), None)
         rows.append({"study": study_label(str(folder)), "network": budget.get("arch"),
-                     "epochs": budget.get("epochs"), "images per class": budget.get("subset") or "all",
+                     "epochs": budget.get("epochs"), "images per class": str(budget.get("subset") or "all"),
                      "cells done": f"{meta.get('cells_done', 0)}/{meta.get('cells_total', 0)}",
                      "best (on validation)": f"{best.optimizer} lr {best.lr:g}" if best else "—",
                      "its val / test": f"{pct(best.best_val_acc)} / {pct(best.test_acc)}" if best else "—",
