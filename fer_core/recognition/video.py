@@ -81,21 +81,44 @@ class VideoResult:
         return self.stopped is not None
 
 
-CONTAINERS = {"mov", "mp4", "matroska", "webm", "avi"}
-"""FFmpeg's names for the containers of VIDEO_TYPES. Anything else FFmpeg can open (playlists,
-concat scripts that name other files, image sequences) is refused."""
+_MOV_ATOMS = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"}
+
+
+def _demuxer(head: bytes) -> str | None:
+    """The FFmpeg demuxer of the container (of VIDEO_TYPES) that a file's first 12 bytes announce, or
+    None. Named to FFmpeg, it is the only one that parses the file: no other demuxer (playlists that
+    fetch URLs, concat scripts that name other files, image sequences) ever reads an upload."""
+    if head[4:8] in _MOV_ATOMS:
+        return "mov"
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska and WebM
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return None
+
+
+def _head(source: str | os.PathLike | BinaryIO) -> bytes:
+    try:
+        if isinstance(source, str | os.PathLike):
+            with open(source, "rb") as fh:
+                return fh.read(12)
+        position = source.tell()
+        head = source.read(12)
+        source.seek(position)
+        return head
+    except (OSError, ValueError) as exc:  # unreadable, or a stream that cannot seek back
+        raise VideoError(f"cannot read the video ({_reason(exc)})") from None
 
 
 def _open(source: str | os.PathLike | BinaryIO) -> av.container.InputContainer:
+    demuxer = _demuxer(_head(source))
+    if demuxer is None:
+        raise VideoError(f"not a video file this app can read (accepted: {', '.join(VIDEO_TYPES)})")
     try:
-        container = av.open(os.fspath(source) if isinstance(source, str | os.PathLike) else source, mode="r")
+        return av.open(os.fspath(source) if isinstance(source, str | os.PathLike) else source, mode="r",
+                       format=demuxer)
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise VideoError(f"not a video file this app can read ({_reason(exc)})") from None
-    if not CONTAINERS & set(container.format.name.split(",")):
-        container.close()
-        raise VideoError(f"a '{container.format.name}' file is not a video this app reads "
-                         f"(accepted: {', '.join(VIDEO_TYPES)})")
-    return container
 
 
 def _reason(exc: Exception) -> str:
