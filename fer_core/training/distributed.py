@@ -94,7 +94,7 @@ class Ranks:
         """The values summed over every rank (one collective for all of them)."""
         if not self.active:
             return list(values)
-        flat = torch.stack([v.double().reshape(()) for v in values])
+        flat = torch.stack([v.to(values[0].device, torch.float64).reshape(()) for v in values])  # NCCL: on the GPU
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         return list(flat.unbind())
 

@@ -432,9 +432,10 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
             loss_sum += loss.detach().double() * len(y)
             correct += (logits.argmax(1) == y).sum()
             last = step == steps
-            if last or writer.progress_due():  # the epoch's figures are summed over every rank
-                loss_all, correct_all, seen_all = ranks.sum(loss_sum, correct, torch.tensor(float(seen))) if last \
-                    else (loss_sum, correct, torch.tensor(float(seen)))
+            if last or (ranks.main and writer.progress_due()):  # the epoch's figures: summed over every rank
+                seen_t = torch.tensor(float(seen), device=device)
+                loss_all, correct_all, seen_all = ranks.sum(loss_sum, correct, seen_t) if last \
+                    else (loss_sum, correct, seen_t)
                 train_loss, train_acc = loss_all.item() / seen_all.item(), correct_all.item() / seen_all.item()
                 if not math.isfinite(train_loss) and (last or not ranks.active):  # all ranks decide alike
                     # checked before any save: no diverged weights are kept
@@ -448,7 +449,7 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
                                        eta_s=(cfg.epochs * steps - done) * cfg.batch_size / rate)
             if should_stop():
                 raise Cancelled
-        val_acc, val_loss = ranks.on_main(lambda: _validate(net, data.val, precision), ())
+        val_acc, val_loss = ranks.on_main(lambda: _validate(net, data.val, precision), (Exception,))
         if sched is not None and not per_step:
             sched.step(val_acc)
         row = {"epoch": epoch, "train_loss": round(train_loss, 5), "train_acc": round(train_acc, 5),
@@ -462,7 +463,7 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
                 save_checkpoint(net, model_cfg, out / "model.safetensors")
         log(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}{'  *best' if improved else ''}  "
-            f"{row['seconds']:.0f}s ({seen / row['seconds']:.0f} img/s)")
+            f"{row['seconds']:.0f}s ({seen * ranks.world / row['seconds']:.0f} img/s)")
         writer.update_progress(force=True, best_val_acc=best_acc)
         if ranks.main:
             save_state(out, epoch=epoch, best_acc=best_acc, elapsed_s=time.monotonic() - started, model=net,
