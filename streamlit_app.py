@@ -3,13 +3,14 @@ is a thin file in ``pages/`` over ``fer_core``."""
 
 import streamlit as st
 
-from fer_core.runs.app_settings import ADMIN_KEY, SettingsError, load_settings, training_visible
+from fer_core.runs.app_settings import ADMIN_KEY, SettingsError, load_settings
 
 st.set_page_config(page_title="fer — facial emotion recognition", page_icon="🙂", layout="wide")
 try:
-    public = load_settings().public
+    settings = load_settings()
+    public, training_listed = settings.public, settings.may_control_runs(st.session_state.get(ADMIN_KEY, False))
 except SettingsError:  # the pages name the bad setting; error details stay hidden meanwhile
-    public = True
+    public, training_listed = True, True
 if public:  # tracebacks go to the server log only; visitors get no developer menu
     st.set_option("client.showErrorDetails", "none")
     st.set_option("client.toolbarMode", "viewer")
@@ -27,7 +28,7 @@ pages = {
     ],
     "Experiment": [  # listed only where this visitor may train; registered still, and the page itself refuses
         st.Page("pages/training.py", title="Training", icon="🏋️",
-                visibility="visible" if training_visible(st.session_state.get(ADMIN_KEY, False)) else "hidden"),
+                visibility="visible" if training_listed else "hidden"),
         st.Page("pages/study.py", title="Optimizer study", icon="🧪"),
     ],
 }

@@ -16,7 +16,7 @@ st.title("Photo")
 try:
     app = load_settings()
 except SettingsError as exc:
-    st.error(f"Deployment setting problem: {exc}")
+    st.error(f"This deployment's settings are invalid: {exc}")
     st.stop()
 st.markdown("Upload one or more photos: every face found is boxed and labelled with its most likely emotion, "
             "and the network's seven probabilities are shown per face. Images stay in memory and are never stored.")

@@ -353,7 +353,7 @@ st.title("Training")
 try:
     settings = load_settings()
 except SettingsError as exc:
-    st.error(f"Training settings are invalid: {exc}")
+    st.error(f"This deployment's settings are invalid: {exc}")
     st.stop()
 if not settings.allow_training:
     st.info("Training is disabled on this deployment (FER_ALLOW_TRAINING=0).")

@@ -22,7 +22,7 @@ st.title("Video")
 try:
     app = load_settings()
 except SettingsError as exc:
-    st.error(f"Deployment setting problem: {exc}")
+    st.error(f"This deployment's settings are invalid: {exc}")
     st.stop()
 limits = app.video_limits()
 st.markdown("Upload a short clip: every Nth frame is analysed, faces are followed from frame to frame, and each "

@@ -217,3 +217,23 @@ def test_precompute_fills_the_cache_the_public_metrics_page_reads(public: Path, 
     split = load_split(public, "test")
     assert lookup(weights, split, tta=False) is not None and lookup(weights, split, tta=True) is not None
     assert main(["--data", str(public), "--splits", "test,val"]) == 2  # a split the data lacks, named
+
+
+def test_a_secrets_file_that_cannot_be_read_is_an_error_not_local_mode(tmp_path: Path) -> None:
+    import streamlit as st
+    from streamlit import config
+
+    broken = tmp_path / "secrets.toml"
+    broken.write_text('FER_PUBLIC = 1\nFER_ADMIN_PASSWORD = "unterminated\n')
+    before = config.get_option("secrets.files")
+    config.set_option("secrets.files", [str(broken)])
+    st.secrets._reset()
+    try:
+        with pytest.raises(SettingsError, match="cannot be read"):
+            load_settings(env={})
+        broken.write_text('FER_PUBLIC = 1\nFER_ADMIN_PASSWORD = "fine"\n')
+        st.secrets._reset()
+        assert load_settings(env={}).public and load_settings(env={}).password_matches("fine")
+    finally:
+        config.set_option("secrets.files", before)
+        st.secrets._reset()

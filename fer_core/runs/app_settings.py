@@ -17,6 +17,7 @@ import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 from fer_core.recognition.imageio import MAX_PIXELS
 from fer_core.recognition.video import MAX_SECONDS, VideoLimits
@@ -117,14 +118,20 @@ _ENV_NAMES = {f.name: "FER_" + f.name.upper() for f in fields(AppSettings)}
 
 
 def _secrets() -> Mapping[str, object]:
-    """Streamlit's top-level secrets when the app runs with a secrets.toml; empty otherwise."""
+    """Streamlit's top-level secrets when the app runs with a secrets.toml; empty otherwise. A secrets
+    file that exists but cannot be read is an error, not an empty file: ``FER_PUBLIC`` set there must
+    never be dropped silently."""
     try:
         import streamlit as st
-
-        if st.secrets.load_if_toml_exists():
-            return {k: v for k, v in st.secrets.to_dict().items() if not isinstance(v, dict)}
-    except Exception:  # outside a Streamlit server, or unreadable secrets: the environment alone decides
-        pass
+        from streamlit import config
+    except ImportError:
+        return {}
+    if st.secrets.load_if_toml_exists():
+        return {k: v for k, v in st.secrets.to_dict().items() if not isinstance(v, dict)}
+    unreadable = [p for p in config.get_option("secrets.files") or [] if Path(p).is_file()]
+    if unreadable:
+        raise SettingsError(f"{unreadable[0]} exists but cannot be read (is it valid TOML?); fix it, or the "
+                            "deployment's settings in it would be ignored")
     return {}
 
 
