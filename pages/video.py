@@ -60,8 +60,7 @@ def request_stop() -> None:
 def stop_note(result: VideoResult, settings: AppSettings) -> str:
     """Why the analysis ended before the clip did, naming the cap when one did it."""
     reason = STOP_REASONS.get(result.stopped or "", "")
-    cap = f" ({settings.video_setting(result.stopped)})" if result.stopped in ("max_seconds", "max_frames",
-                                                                              "max_wall_seconds") else ""
+    cap = f" ({settings.video_setting(result.stopped)})" if (result.stopped or "").startswith("max_") else ""
     return f" · stopped at {result.last_time_s:.1f} s by {reason}{cap}; the part before it is shown"
 
 

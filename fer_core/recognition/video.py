@@ -76,10 +76,6 @@ class VideoResult:
     preview_faces: int = -1
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def truncated(self) -> bool:
-        return self.stopped is not None
-
 
 _MOV_ATOMS = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"}
 
@@ -153,7 +149,6 @@ class VideoAnalysis:
         if every < 1:
             raise ValueError("every must be >= 1")
         self.recognizer, self.every, self.settings, self.limits = recognizer, every, settings, limits
-        self.max_seconds = limits.max_seconds
         self.smoothing, self.should_stop = smoothing, should_stop
         self._container = _open(source)
         try:
@@ -177,10 +172,6 @@ class VideoAnalysis:
         self.stopped: str | None = None  # why iteration ended before the clip did (a key of STOP_REASONS)
         self.time_s = 0.0
         self.progress = 0.0
-
-    @property
-    def truncated(self) -> bool:
-        return self.stopped is not None
 
     def __enter__(self) -> VideoAnalysis:
         return self
@@ -206,7 +197,7 @@ class VideoAnalysis:
     def __iter__(self) -> Iterator[AnalysedFrame]:
         rec = self.recognizer
         tracker = IoUTracker(smoothing=self.smoothing, classes=rec.classes, max_age=3)
-        total = min(self.duration or self.max_seconds, self.max_seconds)
+        total = min(self.duration or self.limits.max_seconds, self.limits.max_seconds)
         started = time.monotonic()
         try:
             for frame in self._container.decode(self._stream):
