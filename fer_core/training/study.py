@@ -308,11 +308,8 @@ class Worker:
     def plan(self) -> dict[store.Key, store.CellState]:
         """The runs this study wants now, with what the storage says of each; queues the ones that
         need a worker and will not get one from the grid sampler."""
-        trials = self.study.get_trials(deepcopy=False)
         main = self.sc.main_keys()
-        states = store.survey(trials, main)
-        extra = extra_keys(self.sc, states)
-        states.update(store.survey(trials, extra))
+        states, extra = survey_runs(self.sc, self.study.get_trials(deepcopy=False))
         exhausted = self.sampler.is_exhausted(self.study)
         queued = store.requeue(self.study, {k: states[k] for k in main}, also_untried=exhausted)
         queued += store.requeue(self.study, {k: states[k] for k in extra}, also_untried=True)
@@ -496,9 +493,14 @@ def _pct(x: float | None) -> str:
     return f"{x * 100:5.1f}%" if isinstance(x, int | float) else "   — "
 
 
-def winner(cells: list[Cell]) -> Cell | None:
+def ranked(cells: list[Cell]) -> list[Cell]:
+    """The finished cells, best on validation first (test breaks ties, then grid order)."""
     done = [c for c in cells if c.status == "finished" and c.best_val_acc is not None]
-    return max(done, key=lambda c: (c.best_val_acc, c.test_acc or 0)) if done else None
+    return sorted(done, key=lambda c: (c.best_val_acc, c.test_acc or 0), reverse=True)  # stable: grid order
+
+
+def winner(cells: list[Cell]) -> Cell | None:
+    return next(iter(ranked(cells)), None)
 
 
 # --------------------------------------------------------------------------- from the database to cells
@@ -507,17 +509,20 @@ def winner(cells: list[Cell]) -> Cell | None:
 def extra_keys(sc: StudyConfig, states: dict[store.Key, store.CellState]) -> list[store.Key]:
     """The replica runs: once every run of the grid is settled, the ``top_seeds`` best cells on
     validation (ranked on the grid's seeds only, so the choice does not move as replicas finish)."""
-    main = sc.main_keys()
-    if not sc.top_seeds or sc.extra_seed is None or not all(states[k].settled for k in main):
+    if not sc.top_seeds or sc.extra_seed is None or not all(states[k].settled for k in sc.main_keys()):
         return []
-    ranked = []
-    for i, (opt, lr) in enumerate((o, float(lr)) for o in sc.optimizers for lr in sc.lrs):
-        runs = [run_from_state(states[(opt, lr, s)], s) for s in sc.seeds or []]
-        done = [r for r in runs if r["status"] == "finished"]
-        if done:
-            val = _mean([r["best_val_acc"] for r in done])
-            ranked.append((-(val or 0), -(_mean([r["test_acc"] for r in done]) or 0), i, opt, lr))
-    return [(opt, lr, sc.extra_seed) for *_, opt, lr in sorted(ranked)[: sc.top_seeds]]
+    grid = [aggregate(opt, lr, [run_from_state(states[(opt, lr, s)], s) for s in sc.seeds or []])
+            for opt in sc.optimizers for lr in (float(x) for x in sc.lrs)]
+    return [(c.optimizer, c.lr, sc.extra_seed) for c in ranked(grid)[: sc.top_seeds]]
+
+
+def survey_runs(sc: StudyConfig, trials: list[optuna.trial.FrozenTrial]) -> tuple[dict, list[store.Key]]:
+    """What the storage says of every run the study wants now (the grid's, then the replicas chosen
+    from it), and which replicas those are."""
+    states = store.survey(trials, sc.main_keys())
+    extra = extra_keys(sc, states)
+    states.update(store.survey(trials, extra))
+    return states, extra
 
 
 def run_from_state(s: store.CellState, seed: int) -> dict:
@@ -541,10 +546,7 @@ def run_from_state(s: store.CellState, seed: int) -> dict:
 
 def cells_from_trials(sc: StudyConfig, trials: list[optuna.trial.FrozenTrial]) -> list[Cell]:
     """Every cell of the grid in grid order, with one run per seed it has (grid seeds, then the replica)."""
-    main = sc.main_keys()
-    states = store.survey(trials, main)
-    extra = set(extra_keys(sc, states))
-    states.update(store.survey(trials, extra))
+    states, _ = survey_runs(sc, trials)
     cells = []
     for opt in sc.optimizers:
         for lr in (float(x) for x in sc.lrs):
