@@ -211,6 +211,10 @@ def test_study_page_shows_any_study_folder(tiny_data: Path) -> None:
     table = table_with(at, "status")
     assert list(table["status"]) == ["failed", "finished", "finished", "finished"]
     assert "2 epoch(s), 10 training images per class" in at.caption[0].value
+    assert "agrees with the paper" in at.markdown[1].value  # amsgrad lr 0.01 is this study's best cell
+    against = {r[""]: r for r in table_with(at, "the paper").to_dict("records")}
+    assert against["rank of amsgrad lr 0.01"]["this project"] == "1 of 3"
+    assert against["test accuracy of the paper's CNN"]["this project"].startswith("61.5% (`paper`, 30 epochs)")
 
 
 def test_study_page_refuses_a_folder_that_is_not_a_study(tiny_data: Path, tmp_path: Path) -> None:
@@ -236,6 +240,7 @@ def test_study_page_sets_studies_side_by_side_with_their_budgets_and_spreads(tin
     assert {"reports/study", "runs/my-study", "runs/paper-scale"} <= set(rows)
     assert rows["runs/paper-scale"]["network"] == "paper" and rows["runs/paper-scale"]["epochs"] == 8
     assert rows["runs/my-study"]["best (on validation)"] == "amsgrad lr 0.01"
+    assert rows["runs/my-study"]["agrees with the paper"] == "yes"
     at.selectbox(key="study").set_value(str(runs_dir() / "paper-scale")).run()
     table = table_with(at, "val over seeds")
     assert list(table["val over seeds"]) == ["47.0–53.0%"] and list(table["seeds"]) == ["0, 1"]
