@@ -38,6 +38,8 @@ def test_public_mode_refuses_training_by_url_without_the_password(public_env: Pa
         page.goto(f"{app_url}/training")  # typed by hand
         wait_ready(page)
         page.get_by_text("for its admin only").wait_for(timeout=30_000)
+        page.get_by_label("Admin password").wait_for(timeout=30_000)  # the sign-in form ends the page
+        wait_ready(page)
         assert page.get_by_role("button", name="Start training").count() == 0
         assert page.get_by_role("button", name="Promote to active model").count() == 0
         assert page.get_by_label("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv").count() == 0
@@ -104,6 +106,8 @@ def test_a_first_visit_straight_to_the_training_url_is_refused(public_env: Path,
         page.goto(f"{app_url}/training")
         wait_ready(page)
         page.get_by_text("for its admin only").wait_for(timeout=30_000)
+        page.get_by_label("Admin password").wait_for(timeout=30_000)  # the sign-in form ends the page
+        wait_ready(page)
         assert page.get_by_role("button", name="Start training").count() == 0
         assert page.get_by_role("button", name="Cancel this run").count() == 0
         assert page.get_by_role("button", name="Restore shipped default").count() == 0
