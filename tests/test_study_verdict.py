@@ -42,8 +42,10 @@ def test_a_gap_beyond_the_noise_disagrees() -> None:
 
 def test_without_replicas_the_noise_is_the_sampling_error_of_the_validation_slice() -> None:
     v = compare_with_paper([cell("adam", 0.001, 0.60), cell("amsgrad", 0.01, 0.595)], val_images=2400)
-    assert v.noise == pytest.approx((0.6 * 0.4 / 2400) ** 0.5)  # 1.0 point
-    assert v.outcome == "tied" and "standard error on 2,400 validation images" in v.noise_source
+    assert v.noise == pytest.approx((2 * 0.6 * 0.4 / 2400) ** 0.5)  # 1.4 points
+    assert v.outcome == "tied" and "two accuracies on 2,400 validation images" in v.noise_source
+    behind = compare_with_paper([cell("adam", 0.001, 0.60), cell("amsgrad", 0.01, 0.58)], val_images=2400)
+    assert behind.outcome == "behind"
 
 
 def test_a_study_without_the_papers_cell_or_any_result_says_so() -> None:

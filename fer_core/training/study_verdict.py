@@ -3,8 +3,9 @@
 A ranking is only as sharp as its noise: two cells are ranked apart only when their validation
 accuracies differ by more than two runs of one cell (with different seeds) do. The verdict measures
 that noise from the study itself: the widest seed-to-seed range among the cells trained with more than
-one seed. A study without replicas falls back on the sampling error of its validation slice, one
-standard error of the winner's accuracy, which understates the noise (it ignores the seed).
+one seed. A study without replicas falls back on the sampling error of its validation slice: the
+standard error of a difference between two cells' accuracies on it, which understates the noise
+(it ignores the seed).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def study_noise(finished: list[Cell], val_images: int | None) -> tuple[float | N
         return max(ranges), f"the widest seed-to-seed range of the {cells} cell(s) trained with two seeds or more"
     if finished and val_images:
         p = finished[0].best_val_acc
-        return math.sqrt(p * (1 - p) / val_images), f"one standard error on {val_images:,} validation images"
+        return (math.sqrt(2 * p * (1 - p) / val_images),
+                f"the standard error of a difference of two accuracies on {val_images:,} validation images")
     return None, "unknown"
 
 
