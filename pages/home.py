@@ -5,6 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from fer_core import EMOTIONS
+from fer_core.common.formatting import percent
 from fer_core.models.active import accurate_weights, active_weights, shipped_models
 from fer_core.models.card import TestMetrics, load_card
 from fer_core.runs.app_settings import ADMIN_KEY, training_visible
@@ -32,7 +33,7 @@ def show_model(title: str, weights: Path) -> None:
     members = card.ensemble_members  # the full list is long for a metric: in its tooltip and the table below
     c1.metric("Architecture", f"ensemble of {len(members)}" if members else card.architecture,
               help=card.architecture if members else None)
-    c2.metric("Test accuracy", f"{test.accuracy * 100:.1f}%" if test.accuracy is not None else "—")
+    c2.metric("Test accuracy", percent(test.accuracy))
     c3.metric("Macro-F1", f"{test.macro_f1:.3f}" if test.macro_f1 is not None else "—")
     c4.metric("Parameters", f"{card.params / 1e6:.2f} M" if card.params else "—")
     st.caption(f"Weights: `{weights}` · trained {card.date or 'in a run'} · "
@@ -47,8 +48,8 @@ else:
     show_model("Live video (webcam, video files)", live)
 
 shipped = {name: load_card(path) for name, path in shipped_models().items()}
-rows = [{"model": name, "architecture": c.architecture, "test accuracy": f"{c.test.accuracy * 100:.1f}%",
-         "with TTA": f"{c.test_tta.accuracy * 100:.1f}%" if c.test_tta and c.test_tta.accuracy is not None else "—",
+rows = [{"model": name, "architecture": c.architecture, "test accuracy": percent(c.test.accuracy),
+         "with TTA": percent(c.test_tta.accuracy if c.test_tta else None),
          "macro-F1": f"{c.test.macro_f1:.3f}" if c.test.macro_f1 is not None else "—",
          "parameters": f"{c.params / 1e6:.2f} M" if c.params else "—",
          "ms per face": f"{c.latency.latency_b1_ms:.2f}" if c.latency else "—"}

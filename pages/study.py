@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from fer_core.common.formatting import percent
 from fer_core.common.paths import PROJECT_ROOT, WEIGHTS_DIR, runs_dir
 from fer_core.models.card import load_card
 from fer_core.runs.app_settings import SettingsError, load_settings
@@ -40,10 +41,6 @@ def study_label(option: str) -> str:
     return option
 
 
-def pct(x: object) -> str:
-    return f"{x * 100:.1f}%" if isinstance(x, int | float) else "—"
-
-
 def spread(c: Cell) -> str:
     """A cell's validation accuracy over its seeds: min–max, or nothing for a single seed."""
     if len(c.runs) < 2 or c.val_acc_min is None or c.val_acc_max is None:
@@ -67,9 +64,9 @@ def overview(studies: list[Path]) -> pd.DataFrame:
                      "epochs": budget.get("epochs"), "images per class": str(budget.get("subset") or "all"),
                      "cells done": f"{meta.get('cells_done', 0)}/{meta.get('cells_total', 0)}",
                      "best (on validation)": f"{best.optimizer} lr {best.lr:g}" if best else "—",
-                     "its val / test": f"{pct(best.best_val_acc)} / {pct(best.test_acc)}" if best else "—",
-                     f"{PAPER_OPTIMIZER} lr {PAPER_LR:g} val / test": f"{pct(paper.best_val_acc)} / "
-                     f"{pct(paper.test_acc)}" if paper else "—",
+                     "its val / test": f"{percent(best.best_val_acc)} / {percent(best.test_acc)}" if best else "—",
+                     f"{PAPER_OPTIMIZER} lr {PAPER_LR:g} val / test": f"{percent(paper.best_val_acc)} / "
+                     f"{percent(paper.test_acc)}" if paper else "—",
                      "agrees with the paper": verdict.agreement})
     return pd.DataFrame(rows)
 
@@ -123,8 +120,8 @@ if best:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Best optimizer", best.optimizer, help="chosen on validation accuracy, never on test")
     c2.metric("Its learning rate", f"{best.lr:g}")
-    c3.metric("Its validation accuracy", pct(best.best_val_acc))
-    c4.metric("Its test accuracy", pct(best.test_acc))
+    c3.metric("Its validation accuracy", percent(best.best_val_acc))
+    c4.metric("Its test accuracy", percent(best.test_acc))
 st.subheader("Against the paper")
 st.markdown(verdict.sentence())
 st.dataframe(pd.DataFrame(against_paper(verdict, load_card(WEIGHTS_DIR / "paper.safetensors"))),
@@ -136,8 +133,9 @@ if notes.is_file():
     with st.expander("How to read this study", expanded=True):
         st.markdown(notes.read_text(encoding="utf-8", errors="replace").split("## How to read it", 1)[-1])
 table = pd.DataFrame([{"optimizer": c.optimizer, "lr": f"{c.lr:g}", "status": c.status,
-                       "best val acc": pct(c.best_val_acc), "val over seeds": spread(c),
-                       "seeds": ", ".join(map(str, c.seeds)) or str(budget.get("seed")), "test acc": pct(c.test_acc),
+                       "best val acc": percent(c.best_val_acc), "val over seeds": spread(c),
+                       "seeds": ", ".join(map(str, c.seeds)) or str(budget.get("seed")),
+                       "test acc": percent(c.test_acc),
                        "macro-F1": f"{c.macro_f1:.3f}" if isinstance(c.macro_f1, int | float) else "—",
                        "seconds": c.wall_seconds, "error": c.error or ""} for c in cells])
 st.dataframe(table, hide_index=True, key="study-table")

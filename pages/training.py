@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from fer_core.common.formatting import percent
 from fer_core.common.paths import default_data_path
 from fer_core.models.active import DEFAULT_WEIGHTS, accurate_weights, active_weights
 from fer_core.models.checkpoint import CheckpointError
@@ -46,9 +47,6 @@ def fmt_seconds(s: float | None) -> str:
     s = round(s)
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
-
-def pct(x: object) -> str:
-    return f"{x * 100:.1f}%" if isinstance(x, int | float) else "—"
 
 
 def progress_fraction(p: dict) -> tuple[float, str]:
@@ -106,8 +104,8 @@ def live_panel(path: str, cancellable: bool) -> None:
     st.progress(frac, text=f"**{run.name}** — {label}")
     c = st.columns(5)
     c[0].metric("Train loss", f"{p['train_loss']:.3f}" if isinstance(p.get("train_loss"), float) else "—")
-    c[1].metric("Train accuracy", pct(p.get("train_acc")))
-    c[2].metric("Best val accuracy", pct(p.get("best_val_acc")))
+    c[1].metric("Train accuracy", percent(p.get("train_acc")))
+    c[2].metric("Best val accuracy", percent(p.get("best_val_acc")))
     c[3].metric("Images / s", f"{p['images_per_s']:.0f}" if isinstance(p.get("images_per_s"), float) else "—")
     c[4].metric("ETA", fmt_seconds(p.get("eta_s")))
     samples = st.session_state.setdefault(f"samples:{path}", [])
@@ -241,8 +239,8 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
         c = r.config
         rows.append({"run": r.name, "status": f"{STATUS_ICONS.get(r.status, '')} {r.status}",
                      "arch": c.get("arch"), "optimizer": c.get("optimizer"), "lr": c.get("lr"),
-                     "epochs": c.get("epochs"), "subset": c.get("subset"), "best val acc": pct(r.best_val_acc),
-                     "test acc": pct(r.test_acc), "error": r.error or ""})
+                     "epochs": c.get("epochs"), "subset": c.get("subset"), "best val acc": percent(r.best_val_acc),
+                     "test acc": percent(r.test_acc), "error": r.error or ""})
     return pd.DataFrame(rows)
 
 

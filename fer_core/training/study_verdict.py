@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fer_core.common.formatting import percent
 from fer_core.models.card import ModelCard
 from fer_core.training.study import Cell, ranked
 
@@ -44,15 +45,15 @@ class Verdict:
         """The verdict in one sentence a reader of the Study page or the docs can check."""
         if self.winner is None:
             return "No cell has finished yet, so this study cannot be compared with the paper."
-        best = f"{self.winner.optimizer} lr {self.winner.lr:g} ({_pct(self.winner.best_val_acc)} on validation)"
+        best = f"{self.winner.optimizer} lr {self.winner.lr:g} ({percent(self.winner.best_val_acc)} on validation)"
         if self.paper is None:
             return (f"The best cell is {best}. The paper's choice, {PAPER_OPTIMIZER} lr {PAPER_LR:g}, "
                     "has not finished in this study, so the study neither confirms nor refutes it.")
         if self.outcome == "best":
             return (f"This study agrees with the paper: {PAPER_OPTIMIZER} lr {PAPER_LR:g} is the best of "
-                    f"{self.finished} cells ({_pct(self.paper.best_val_acc)} on validation).")
+                    f"{self.finished} cells ({percent(self.paper.best_val_acc)} on validation).")
         where = (f"The best cell is {best}; the paper's choice, {PAPER_OPTIMIZER} lr {PAPER_LR:g}, ranks "
-                 f"{self.rank} of {self.finished} at {_pct(self.paper.best_val_acc)}, {_points(self.gap)} behind")
+                 f"{self.rank} of {self.finished} at {percent(self.paper.best_val_acc)}, {_points(self.gap)} behind")
         if self.outcome == "tied":
             return (f"{where}, within the noise ({_points(self.noise)}, {self.noise_source}): this study does "
                     "not rank them apart, so it is consistent with the paper without confirming it.")
@@ -87,8 +88,8 @@ def against_paper(verdict: Verdict, paper_model: ModelCard | None) -> list[dict[
     test = paper_model.test.accuracy if paper_model and paper_model.test else None
     if isinstance(test, int | float):
         epochs = f", {paper_model.epochs} epochs" if paper_model.epochs else ""
-        rows.insert(0, {"": "test accuracy of the paper's CNN", "the paper": _pct(PAPER_TEST_ACC),
-                        "this project": f"{_pct(test)} (`{paper_model.name}`{epochs})"})
+        rows.insert(0, {"": "test accuracy of the paper's CNN", "the paper": percent(PAPER_TEST_ACC),
+                        "this project": f"{percent(test)} (`{paper_model.name}`{epochs})"})
     return rows
 
 
@@ -105,9 +106,6 @@ def study_noise(finished: list[Cell], val_images: int | None) -> tuple[float | N
                 f"the standard error of a difference of two accuracies on {val_images:,} validation images")
     return None, "unknown"
 
-
-def _pct(x: float | None) -> str:
-    return f"{x * 100:.1f}%" if isinstance(x, int | float) else "—"
 
 
 def _points(x: float | None) -> str:
