@@ -44,4 +44,4 @@ bench: $(STAMP)
 
 # the README's pictures (docs/screenshots/), taken by the browser tests
 screenshots: $(STAMP) browser-deps
-	FER_DOC_SCREENSHOTS=1 $(PY) -m pytest -m "" tests/test_browser_recognition.py tests/test_browser_metrics.py
+	FER_DOC_SCREENSHOTS=1 $(PY) -m pytest -m "" tests/test_browser_recognition.py tests/test_browser_tour.py tests/test_browser_training.py

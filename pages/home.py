@@ -6,6 +6,7 @@ import streamlit as st
 
 from fer_core import EMOTIONS
 from fer_core.common.formatting import percent
+from fer_core.common.paths import shown_path
 from fer_core.models.active import accurate_weights, active_weights, shipped_models
 from fer_core.models.card import TestMetrics, load_card
 from fer_core.runs.app_settings import ADMIN_KEY, training_visible
@@ -26,7 +27,8 @@ def show_model(title: str, weights: Path) -> None:
     card = load_card(weights)
     st.subheader(title)
     if card is None:
-        st.warning(f"No model card for `{weights}`. Train one on the Training page or with `python train.py`.")
+        st.warning(f"No model card for `{shown_path(weights)}`. Train one on the Training page or with "
+                   "`python train.py`.")
         return
     test = card.test or TestMetrics()
     c1, c2, c3, c4 = st.columns(4)
@@ -36,7 +38,7 @@ def show_model(title: str, weights: Path) -> None:
     c2.metric("Test accuracy", percent(test.accuracy))
     c3.metric("Macro-F1", f"{test.macro_f1:.3f}" if test.macro_f1 is not None else "—")
     c4.metric("Parameters", f"{card.params / 1e6:.2f} M" if card.params else "—")
-    st.caption(f"Weights: `{weights}` · trained {card.date or 'in a run'} · "
+    st.caption(f"Weights: `{shown_path(weights)}` · trained {card.date or 'in a run'} · "
                f"scored on {test.n if test.n is not None else '?'} images of the {test.split or 'test'} split")
 
 

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from fer_core import EMOTIONS
-from fer_core.common.paths import default_data_path, runs_dir
+from fer_core.common.paths import default_data_path, runs_dir, shown_path
 from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
 from fer_core.evaluation.cache import cached_evaluate, lookup, weights_hash
 from fer_core.evaluation.calibration import reliability
@@ -282,7 +282,7 @@ def show_stored(card: ModelCard | None, weights: Path) -> None:
     """The metrics the model card stored: all we can show without the images."""
     test = card.test if card else None
     if test is None or not test.per_class:
-        st.warning(f"No stored metrics for `{weights}` either.")
+        st.warning(f"No stored metrics for `{shown_path(weights)}` either.")
         return
     st.subheader("Stored metrics (from the model card)")
     c1, c2, c3 = st.columns(3)

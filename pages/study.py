@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from fer_core.common.formatting import percent
-from fer_core.common.paths import PROJECT_ROOT, WEIGHTS_DIR, runs_dir
+from fer_core.common.paths import PROJECT_ROOT, WEIGHTS_DIR, runs_dir, shown_path
 from fer_core.models.card import load_card
 from fer_core.runs.app_settings import SettingsError, load_settings
 from fer_core.training.study import Cell, heatmap_figure, load_study
@@ -30,15 +30,6 @@ def known_studies() -> list[Path]:
     if root.is_dir():
         found += sorted((p for p in root.iterdir() if (p / "study.json").is_file()), key=lambda p: p.name)
     return found
-
-
-def study_label(option: str) -> str:
-    """A study as the project names it (``reports/study``, ``runs/<name>``), not as a server path."""
-    path = Path(option)
-    for root, prefix in ((PROJECT_ROOT, ""), (runs_dir(), "runs/")):
-        if path.is_relative_to(root):
-            return prefix + str(path.relative_to(root))
-    return option
 
 
 def spread(c: Cell) -> str:
@@ -60,7 +51,7 @@ def overview(studies: list[Path]) -> pd.DataFrame:
         budget = meta.get("budget", {})
         verdict = compare_with_paper(cells, (meta.get("data_sizes") or {}).get("val"))
         best, paper = verdict.winner, verdict.paper
-        rows.append({"study": study_label(str(folder)), "network": budget.get("arch"),
+        rows.append({"study": shown_path(str(folder)), "network": budget.get("arch"),
                      "epochs": budget.get("epochs"), "images per class": str(budget.get("subset") or "all"),
                      "cells done": f"{meta.get('cells_done', 0)}/{meta.get('cells_total', 0)}",
                      "best (on validation)": f"{best.optimizer} lr {best.lr:g}" if best else "—",
@@ -91,7 +82,7 @@ if not options:
 if len(studies) > 1:
     st.subheader("The studies side by side")
     st.dataframe(overview(studies), hide_index=True, key="study-overview")
-choice = st.selectbox("Study folder", options, key="study", format_func=study_label)
+choice = st.selectbox("Study folder", options, key="study", format_func=shown_path)
 folder = st.text_input("Path to a study folder", key="study-path") if choice == "another folder…" else choice
 if not folder:
     st.info("Run one with `fer-study --out DIR …` and give its folder here.")

@@ -19,7 +19,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from fer_core.common.formatting import percent
-from fer_core.common.paths import default_data_path
+from fer_core.common.paths import default_data_path, shown_path
 from fer_core.models.active import DEFAULT_WEIGHTS, accurate_weights, active_weights
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.models.zoo import describe, list_models
@@ -308,7 +308,7 @@ def promote_section(runs: list[Run]) -> None:
         if c1.button("Promote to active model", key="promote"):
             try:
                 path = promote(next(r.path for r in finished if r.name == choice))
-                st.success(f"Every page now uses `{path}`.")
+                st.success(f"Every page now uses `{shown_path(path)}`.")
             except (RunError, CheckpointError, OSError) as exc:
                 st.error(f"Not promoted: {exc}")
     else:
@@ -321,10 +321,10 @@ def promote_section(runs: list[Run]) -> None:
             st.error(f"Could not restore the default: {exc}")
     weights = active_weights()
     if weights == DEFAULT_WEIGHTS:
-        current.caption(f"Live video uses the shipped fast model `{weights}`; photos and reports use "
-                        f"`{accurate_weights()}`.")
+        current.caption(f"Live video uses the shipped fast model `{shown_path(weights)}`; photos and reports "
+                        f"use `{shown_path(accurate_weights())}`.")
     else:
-        current.caption(f"Every page uses `{weights}`.")
+        current.caption(f"Every page uses `{shown_path(weights)}`.")
 
 
 # --------------------------------------------------------------------------- page

@@ -25,6 +25,8 @@ def test_home_shows_the_shipped_model_card() -> None:
     labels = {m.label: m.value for m in at.metric}
     assert labels["Architecture"] and labels["Test accuracy"].endswith("%")
     assert at.dataframe  # the side-by-side table of shipped models
+    captions = " ".join(c.value for c in at.caption)
+    assert "`weights/" in captions and str(WEIGHTS_DIR) not in captions  # no server path shown to visitors
 
 
 def test_home_explains_a_model_without_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -214,7 +214,8 @@ def test_study_page_shows_any_study_folder(tiny_data: Path) -> None:
     assert "agrees with the paper" in at.markdown[1].value  # amsgrad lr 0.01 is this study's best cell
     against = {r[""]: r for r in table_with(at, "the paper").to_dict("records")}
     assert against["rank of amsgrad lr 0.01"]["this project"] == "1 of 3"
-    assert against["test accuracy of the paper's CNN"]["this project"].startswith("61.5% (`paper`, 30 epochs)")
+    paper_row = against["test accuracy of the paper's CNN"]["this project"]
+    assert paper_row.startswith("61.5% (the shipped model paper, 30 epochs)")
 
 
 def test_study_page_refuses_a_folder_that_is_not_a_study(tiny_data: Path, tmp_path: Path) -> None:

@@ -19,3 +19,11 @@ def test_project_data_and_no_guessing(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path / "project")
     (tmp_path / "shared" / "fer2013").mkdir(parents=True)  # a copy beside the checkout is not used
     assert paths.default_data_path() == tmp_path / "project" / "data" / "fer2013"
+
+
+def test_shown_path_names_files_as_the_project_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path / "elsewhere"))
+    assert paths.shown_path(paths.WEIGHTS_DIR / "model.safetensors") == "weights/model.safetensors"
+    assert paths.shown_path(tmp_path / "elsewhere" / "run-1" / "model.safetensors") == "runs/run-1/model.safetensors"
+    assert paths.shown_path(tmp_path / "mine.safetensors") == str(tmp_path / "mine.safetensors")  # a user's own file
+    assert paths.shown_path("relative/x") == "relative/x"

@@ -59,7 +59,7 @@ def test_the_table_sets_the_papers_figures_beside_ours() -> None:
     v = compare_with_paper([cell("rmsprop", 0.001, 0.6), cell("amsgrad", 0.01, 0.59)], val_images=2721)
     card = ModelCard(name="paper", arch="paper", epochs=30, test=TestMetrics(split="test", accuracy=0.6147))
     rows = {r[""]: (r["the paper"], r["this project"]) for r in against_paper(v, card)}
-    assert rows == {"test accuracy of the paper's CNN": ("65.0%", "61.5% (`paper`, 30 epochs)"),
+    assert rows == {"test accuracy of the paper's CNN": ("65.0%", "61.5% (the shipped model paper, 30 epochs)"),
                     "best optimizer and learning rate": ("amsgrad lr 0.01", "rmsprop lr 0.001"),
                     "rank of amsgrad lr 0.01": ("1", "2 of 2")}
     assert len(against_paper(v, None)) == 2  # no shipped model: the study's rows only

@@ -27,3 +27,13 @@ def cache_dir() -> Path:
 def runs_dir() -> Path:
     """Training runs launched from the CLI or the app."""
     return Path(os.environ.get("FER_RUNS_DIR") or PROJECT_ROOT / "runs")
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as the project names it (``weights/model.safetensors``, ``runs/<name>``), never the
+    server's absolute path: visitors of a deployment neither need nor should see its layout."""
+    path = Path(path)
+    for root, prefix in ((runs_dir(), "runs/"), (PROJECT_ROOT, "")):
+        if path.is_absolute() and path.is_relative_to(root):
+            return prefix + str(path.relative_to(root))
+    return str(path)

@@ -89,7 +89,7 @@ def against_paper(verdict: Verdict, paper_model: ModelCard | None) -> list[dict[
     if isinstance(test, int | float):
         epochs = f", {paper_model.epochs} epochs" if paper_model.epochs else ""
         rows.insert(0, {"": "test accuracy of the paper's CNN", "the paper": percent(PAPER_TEST_ACC),
-                        "this project": f"{percent(test)} (`{paper_model.name}`{epochs})"})
+                        "this project": f"{percent(test)} (the shipped model {paper_model.name}{epochs})"})
     return rows
 
 
