@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench browser-deps screenshots precompute
+.PHONY: run test test-fast lint bench test-deps screenshots precompute
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,12 +26,18 @@ run: $(STAMP)
 precompute: $(STAMP)
 	$(VENV)/bin/fer-precompute
 
-browser-deps:
+# what the tests drive besides Python, from Debian when missing: Chromium for the browser tests, and
+# PostgreSQL for the study shared by two workers through a real database (SQLite is tested regardless)
+test-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium chromium-driver; }
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends postgresql || \
+	    echo "PostgreSQL could not be installed: the study's PostgreSQL test will be skipped"; }
 
-test: $(STAMP) browser-deps
+test: $(STAMP) test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "" -ra
@@ -43,5 +49,5 @@ bench: $(STAMP)
 	$(VENV)/bin/fer-bench
 
 # the README's pictures (docs/screenshots/), taken by the browser tests
-screenshots: $(STAMP) browser-deps
+screenshots: $(STAMP) test-deps
 	FER_DOC_SCREENSHOTS=1 $(PY) -m pytest -m "" tests/test_browser_recognition.py tests/test_browser_tour.py tests/test_browser_training.py
