@@ -366,7 +366,7 @@ c1.metric("Accuracy", f"{m['accuracy'] * 100:.2f}%")
 c2.metric("Macro-F1", f"{m['macro_f1']:.4f}")
 c3.metric("Weighted-F1", f"{m['weighted_f1']:.4f}")
 c4.metric("Images", f"{m['n']:,}")
-where = "this deployment's FER-2013" if public else f"`{data_path}`"
+where = "this deployment's FER-2013" if public else f"`{shown_path(data_path)}`"
 st.caption(f"`{label}` on the {split_name} split of {where} (data hash {data_hash}), "
            f"test-time augmentation {'on' if tta else 'off'}.")
 
