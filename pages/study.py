@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fer_core.common.formatting import percent
+from fer_core.common.formatting import duration, percent
 from fer_core.common.paths import PROJECT_ROOT, WEIGHTS_DIR, runs_dir, shown_path
 from fer_core.models.card import load_card
 from fer_core.runs.app_settings import SettingsError, load_settings
@@ -98,11 +98,13 @@ if not cells:
 
 budget = meta.get("budget", {})
 sizes = meta.get("data_sizes") or {}
+runs, done = meta.get("runs_done"), meta.get("cells_done")
+extra = f" and {runs - done} extra-seed runs" if isinstance(runs, int) and isinstance(done, int) and runs > done else ""
 st.caption(f"Budget per cell: `{budget.get('arch')}`, {budget.get('epochs')} epoch(s), "
            f"{budget.get('subset') or 'all'} training images per class ({sizes.get('train', '?')} in all, "
            f"validation {sizes.get('val', '?')}, test {sizes.get('test', '?')}), batch {budget.get('batch_size')}, "
-           f"schedule {budget.get('schedule')}, seed {budget.get('seed')} · {meta.get('cells_done')}/"
-           f"{meta.get('cells_total')} cells done in {meta.get('wall_seconds', 0) / 60:.1f} min on "
+           f"schedule {budget.get('schedule')}, seed {budget.get('seed')} · {done}/"
+           f"{meta.get('cells_total')} cells{extra} done in {duration(meta.get('wall_seconds'))} on "
            f"{meta.get('device') or '?'} ({meta.get('precision') or '?'}).")
 
 verdict = compare_with_paper(cells, sizes.get("val"))

@@ -7,7 +7,6 @@ survives the tab.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict
@@ -18,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from fer_core.common.formatting import percent
+from fer_core.common.formatting import duration, percent
 from fer_core.common.paths import default_data_path, shown_path
 from fer_core.models.active import DEFAULT_WEIGHTS, accurate_weights, active_weights
 from fer_core.models.checkpoint import CheckpointError
@@ -39,13 +38,6 @@ CUSTOM = "custom…"
 BATCH_SIZES = [32, 64, 128, 256]
 STATUS_ICONS = {"finished": "✅", "running": "🏃", "preparing": "⏳", "starting": "⏳", "cancelled": "⏹️",
                 "failed": "❌", "interrupted": "💥"}
-
-
-def fmt_seconds(s: float | None) -> str:
-    if not isinstance(s, int | float) or not math.isfinite(s) or s < 0:
-        return "—"
-    s = round(s)
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
 
@@ -107,7 +99,7 @@ def live_panel(path: str, cancellable: bool) -> None:
     c[1].metric("Train accuracy", percent(p.get("train_acc")))
     c[2].metric("Best val accuracy", percent(p.get("best_val_acc")))
     c[3].metric("Images / s", f"{p['images_per_s']:.0f}" if isinstance(p.get("images_per_s"), float) else "—")
-    c[4].metric("ETA", fmt_seconds(p.get("eta_s")))
+    c[4].metric("ETA", duration(p.get("eta_s")))
     samples = st.session_state.setdefault(f"samples:{path}", [])
     if isinstance(p.get("steps"), int) and isinstance(p.get("train_loss"), float):
         x = p["epoch"] - 1 + p["step"] / p["steps"]
@@ -213,7 +205,7 @@ def launcher(settings: AppSettings, runs: list[Run], admin: bool) -> None:
     else:
         try:
             est = estimate(cfg, runs)
-            st.caption(f"Estimated duration **{fmt_seconds(est.seconds)}**: {cfg.epochs} × "
+            st.caption(f"Estimated duration **{duration(est.seconds)}**: {cfg.epochs} × "
                        f"{est.images_per_epoch:,} training images at {est.images_per_s:.0f} img/s "
                        f"(measured on this machine, from {est.source}), plus evaluation and data loading.")
         except (OSError, ValueError, RuntimeError) as exc:

@@ -64,12 +64,3 @@ def test_the_table_sets_the_papers_figures_beside_ours() -> None:
                     "rank of amsgrad lr 0.01": ("1", "2 of 2")}
     assert len(against_paper(v, None)) == 2  # no shipped model: the study's rows only
 
-
-def test_percent_writes_fractions_and_a_dash_for_missing_figures() -> None:
-    from fer_core.common.formatting import percent
-
-    assert percent(0.6147) == "61.5%"
-    assert percent(1) == "100.0%"
-    assert percent(None) == "—"
-    assert percent("0.5") == "—"
-    assert percent(True) == "—"

@@ -1,8 +1,19 @@
-"""How the app and the reports write an accuracy, so every page and sentence shows it the same way."""
+"""How the app and the reports write an accuracy or a duration, so every page shows them the same way."""
 
 from __future__ import annotations
+
+import math
 
 
 def percent(x: object) -> str:
     """A fraction in [0, 1] as a percentage with one decimal; anything else (a missing figure) as a dash."""
     return f"{x * 100:.1f}%" if isinstance(x, int | float) and not isinstance(x, bool) else "—"
+
+
+def duration(seconds: object) -> str:
+    """Seconds as ``1h 05m`` or ``4m 07s``: a run's ETA and a study's cost read at a glance. Anything that
+    is not a finite, non-negative number (an ETA not yet known) is a dash."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
+        return "—"
+    s = round(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
