@@ -99,12 +99,13 @@ if not cells:
 budget = meta.get("budget", {})
 sizes = meta.get("data_sizes") or {}
 runs, done = meta.get("runs_done"), meta.get("cells_done")
-extra = f" and {runs - done} extra-seed runs" if isinstance(runs, int) and isinstance(done, int) and runs > done else ""
+several_seeds = isinstance(runs, int) and isinstance(done, int) and runs > done
+runs_note = f" ({runs} runs, counting every seed)" if several_seeds else ""
 st.caption(f"Budget per cell: `{budget.get('arch')}`, {budget.get('epochs')} epoch(s), "
            f"{budget.get('subset') or 'all'} training images per class ({sizes.get('train', '?')} in all, "
            f"validation {sizes.get('val', '?')}, test {sizes.get('test', '?')}), batch {budget.get('batch_size')}, "
            f"schedule {budget.get('schedule')}, seed {budget.get('seed')} · {done}/"
-           f"{meta.get('cells_total')} cells{extra} done in {duration(meta.get('wall_seconds'))} on "
+           f"{meta.get('cells_total')} cells done{runs_note} in {duration(meta.get('wall_seconds'))} on "
            f"{meta.get('device') or '?'} ({meta.get('precision') or '?'}).")
 
 verdict = compare_with_paper(cells, sizes.get("val"))

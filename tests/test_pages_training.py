@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -245,3 +246,16 @@ def test_study_page_sets_studies_side_by_side_with_their_budgets_and_spreads(tin
     at.selectbox(key="study").set_value(str(runs_dir() / "paper-scale")).run()
     table = table_with(at, "val over seeds")
     assert list(table["val over seeds"]) == ["47.0–53.0%"] and list(table["seeds"]) == ["0, 1"]
+
+
+def test_a_malformed_study_beside_good_ones_is_one_message_not_a_broken_page(tiny_data: Path) -> None:
+    fake_study(runs_dir() / "good")
+    bad = runs_dir() / "bad"
+    bad.mkdir(parents=True)
+    (bad / "study.json").write_text(json.dumps({"budget": None, "cells": [{"lr": 0.01}]}))
+    at = study_page()
+    rows = {r["study"] for r in table_with(at, "best (on validation)").to_dict("records")}
+    assert "runs/good" in rows and "runs/bad" not in rows  # the overview leaves it out
+    at.selectbox(key="study").set_value(str(bad)).run()
+    assert not at.exception
+    assert "cell 1 has no optimizer name and learning rate" in at.error[0].value

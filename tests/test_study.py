@@ -428,3 +428,20 @@ def test_two_workers_share_one_grid_and_train_each_cell_once(backend: str, data:
     for out in dict.fromkeys(outs):  # either worker's export is complete: it is written from the database
         meta, cells = study.load_study(out)
         assert meta["cells_done"] == meta["cells_total"] == 9 and all(c.status == "finished" for c in cells)
+
+
+def test_load_study_checks_every_field_of_a_file_from_anywhere(tmp_path: Path) -> None:
+    """study.json may be old, hand-edited or half-written: wrong types fall back to defaults, and a cell
+    without its grid coordinates is refused with a message, never a TypeError on the Study page."""
+    (tmp_path / "study.json").write_text(json.dumps({
+        "budget": None, "data_sizes": [1], "cells": [
+            {"optimizer": "adam", "lr": 0.001, "status": "finished", "best_val_acc": "0.59", "test_acc": 0.58,
+             "seeds": None, "runs": [None, {"seed": 0}], "val_acc_min": True, "error": 3}]}))
+    meta, (cell,) = study.load_study(tmp_path)
+    assert meta["budget"] == {} and meta["data_sizes"] == {}
+    assert (cell.best_val_acc, cell.test_acc, cell.seeds, cell.runs, cell.val_acc_min, cell.error) == (
+        None, 0.58, [], [{"seed": 0}], None, None)
+    for bad in ({"lr": 0.01}, {"optimizer": "sgd", "lr": "0.01"}, {"optimizer": "sgd", "lr": float("nan")}, [1]):
+        (tmp_path / "study.json").write_text(json.dumps({"cells": [bad]}))
+        with pytest.raises(ValueError, match="cell 1 has no optimizer name and learning rate"):
+            study.load_study(tmp_path)

@@ -49,10 +49,18 @@ def test_without_replicas_the_noise_is_the_sampling_error_of_the_validation_slic
 
 
 def test_a_study_without_the_papers_cell_or_any_result_says_so() -> None:
-    unfinished = Cell("amsgrad", 0.01, "failed", error="loss became nan")
-    v = compare_with_paper([cell("adam", 0.001, 0.6), unfinished], val_images=None)
+    pending = Cell("amsgrad", 0.01, "pending")
+    v = compare_with_paper([cell("adam", 0.001, 0.6), pending], val_images=None)
     assert v.outcome == "absent" and v.agreement == "not run" and "has not finished" in v.sentence()
     assert "No cell has finished" in compare_with_paper([], None).sentence()
+
+
+def test_a_paper_cell_that_failed_to_train_is_a_disagreement_not_a_gap() -> None:
+    diverged = Cell("amsgrad", 0.01, "failed", error="loss became nan")
+    v = compare_with_paper([cell("adam", 0.001, 0.6), diverged], val_images=2721)
+    assert v.outcome == "failed" and v.agreement == "no (it failed)"
+    assert "failed to train in this study (loss became nan)" in v.sentence()
+    assert {r[""]: r["this project"] for r in against_paper(v, None)}["rank of amsgrad lr 0.01"] == "failed"
 
 
 def test_the_table_sets_the_papers_figures_beside_ours() -> None:

@@ -640,14 +640,49 @@ def _meta_from_folders(sc: StudyConfig, done: list[Cell]) -> dict:
 
 
 def load_study(folder: str | Path) -> tuple[dict, list[Cell]]:
-    """A study folder's ``study.json`` and its cells; raises ValueError when it is not one."""
+    """A study folder's ``study.json`` and its cells; raises ValueError when it is not one.
+
+    The file may come from anywhere (an older version, a hand edit, another machine), and the Study
+    page lists every study it finds: each field is checked here, so that one malformed file is one
+    clear message instead of a broken page."""
     folder = Path(folder).expanduser()
     data = read_json(folder / "study.json")
     if not data or not isinstance(data.get("cells"), list):
-        raise ValueError(f"{folder} holds no study (no readable study.json)")
-    names = {f.name for f in Cell.__dataclass_fields__.values()}  # type: ignore[attr-defined]
-    cells = [Cell(**{k: v for k, v in c.items() if k in names}) for c in data["cells"] if isinstance(c, dict)]
+        raise ValueError(f"{folder.name} holds no study (no readable study.json)")
+    for key in ("budget", "data_sizes"):
+        if not isinstance(data.get(key), dict):
+            data[key] = {}
+    cells = []
+    for i, c in enumerate(data["cells"], 1):
+        if not isinstance(c, dict) or not isinstance(c.get("optimizer"), str) or not _is_number(c.get("lr")):
+            raise ValueError(f"{folder.name}/study.json: cell {i} has no optimizer name and learning rate")
+        cells.append(_cell_from_json(c))
     return data, cells
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _cell_from_json(c: dict) -> Cell:
+    """A cell as study.json stores it, with every field of the wrong type dropped to its default."""
+    cell = Cell(c["optimizer"], float(c["lr"]))
+    for f in Cell.__dataclass_fields__.values():  # type: ignore[attr-defined]
+        value = c.get(f.name)
+        if f.name in ("optimizer", "lr") or value is None:
+            continue
+        if f.name in ("status", "error"):
+            ok = isinstance(value, str)
+        elif f.name == "seeds":
+            ok = isinstance(value, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+        elif f.name == "runs":
+            value = [r for r in value if isinstance(r, dict)] if isinstance(value, list) else None
+            ok = value is not None
+        else:
+            ok = _is_number(value)
+        if ok:
+            setattr(cell, f.name, value)
+    return cell
 
 
 def heatmap_figure(cells: list[Cell]):

@@ -20,14 +20,16 @@ from fer_core.training.study import Cell, ranked
 PAPER_OPTIMIZER = "amsgrad"
 PAPER_LR = 0.01
 PAPER_TEST_ACC = 0.65  # the paper's test accuracy for its CNN trained with AMSGrad at lr 0.01
-AGREEMENT = {"best": "yes", "tied": "within the noise", "behind": "no", "absent": "not run"}
+AGREEMENT = {"best": "yes", "tied": "within the noise", "behind": "no", "failed": "no (it failed)",
+             "absent": "not run"}
 
 
 @dataclass(frozen=True)
 class Verdict:
     """Where the paper's cell stands in a study's ranking on validation accuracy."""
 
-    outcome: str  # "best", "tied" (behind by no more than the noise), "behind", or "absent" (not run)
+    outcome: str  # "best", "tied" (behind by no more than the noise), "behind", "failed" (every seed of the
+    # paper's cell failed, e.g. its loss diverged), or "absent" (not run, or not finished yet)
     winner: Cell | None
     paper: Cell | None
     rank: int | None  # 1-based, among the finished cells
@@ -46,6 +48,10 @@ class Verdict:
         if self.winner is None:
             return "No cell has finished yet, so this study cannot be compared with the paper."
         best = f"{self.winner.optimizer} lr {self.winner.lr:g} ({percent(self.winner.best_val_acc)} on validation)"
+        if self.outcome == "failed" and self.paper is not None:
+            why = f" ({self.paper.error})" if self.paper.error else ""
+            return (f"The best cell is {best}; the paper's choice, {PAPER_OPTIMIZER} lr {PAPER_LR:g}, failed to "
+                    f"train in this study{why}, so this study does not agree with the paper.")
         if self.paper is None:
             return (f"The best cell is {best}. The paper's choice, {PAPER_OPTIMIZER} lr {PAPER_LR:g}, "
                     "has not finished in this study, so the study neither confirms nor refutes it.")
@@ -67,6 +73,10 @@ def compare_with_paper(cells: list[Cell], val_images: int | None) -> Verdict:
     paper = next((c for c in order if c.optimizer == PAPER_OPTIMIZER and math.isclose(c.lr, PAPER_LR)), None)
     winner = order[0] if order else None
     noise, source = study_noise(order, val_images)
+    failed = next((c for c in cells if c.optimizer == PAPER_OPTIMIZER and math.isclose(c.lr, PAPER_LR)
+                   and c.status in ("failed", "lost")), None)
+    if winner is not None and paper is None and failed is not None:
+        return Verdict("failed", winner, failed, None, len(order), None, noise, source)
     if winner is None or paper is None:
         return Verdict("absent", winner, paper, None, len(order), None, noise, source)
     rank = order.index(paper) + 1
@@ -84,7 +94,8 @@ def against_paper(verdict: Verdict, paper_model: ModelCard | None) -> list[dict[
     rows = [{"": "best optimizer and learning rate", "the paper": f"{PAPER_OPTIMIZER} lr {PAPER_LR:g}",
              "this project": f"{verdict.winner.optimizer} lr {verdict.winner.lr:g}" if verdict.winner else "—"},
             {"": f"rank of {PAPER_OPTIMIZER} lr {PAPER_LR:g}", "the paper": "1",
-             "this project": f"{verdict.rank} of {verdict.finished}" if verdict.rank else "not run"}]
+             "this project": f"{verdict.rank} of {verdict.finished}" if verdict.rank
+             else "failed" if verdict.outcome == "failed" else "not run"}]
     test = paper_model.test.accuracy if paper_model and paper_model.test else None
     if isinstance(test, int | float):
         epochs = f", {paper_model.epochs} epochs" if paper_model.epochs else ""
