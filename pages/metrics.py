@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from fer_core import EMOTIONS
+from fer_core.common.formatting import percent
 from fer_core.common.paths import default_data_path, runs_dir, shown_path
 from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
 from fer_core.evaluation.cache import cached_evaluate, lookup, weights_hash
@@ -229,8 +230,8 @@ def show_gallery(ev: Evaluation, split: Split, true: int, pred: int) -> None:
 def show_calibration(ev: Evaluation) -> None:
     rel = reliability(ev.probs, ev.labels, n_bins=15)
     c1, c2 = st.columns([1, 3])
-    c1.metric("Expected calibration error", f"{rel.ece * 100:.2f}%")
-    c1.metric("Maximum calibration error", f"{rel.mce * 100:.2f}%")
+    c1.metric("Expected calibration error", percent(rel.ece, digits=2))
+    c1.metric("Maximum calibration error", percent(rel.mce, digits=2))
     c1.caption("ECE: the count-weighted gap between confidence and accuracy over 15 confidence bins. "
                "Bars under the diagonal: over-confident.")
     filled = rel.counts > 0
@@ -286,14 +287,15 @@ def show_stored(card: ModelCard | None, weights: Path) -> None:
         return
     st.subheader("Stored metrics (from the model card)")
     c1, c2, c3 = st.columns(3)
-    c1.metric("Accuracy", f"{test.accuracy * 100:.2f}%" if test.accuracy is not None else "—")
+    c1.metric("Accuracy", percent(test.accuracy, digits=2))
     c2.metric("Macro-F1", f"{test.macro_f1:.4f}" if test.macro_f1 is not None else "—")
     c3.metric("Images", f"{test.n if test.n is not None else '?'}")
     pc = test.per_class
+    shown = [c for c in EMOTIONS if c in pc]  # a card written by hand may leave classes out
     df = pd.DataFrame([{"precision": pc[c].precision, "recall": pc[c].recall, "f1-score": pc[c].f1,
-                        "support": pc[c].support} for c in EMOTIONS], index=list(EMOTIONS))
+                        "support": pc[c].support} for c in shown], index=shown)
     show_report(df)
-    if test.confusion_matrix:
+    if test.confusion_matrix and np.shape(test.confusion_matrix) == (len(EMOTIONS), len(EMOTIONS)):
         mode = st.radio("Show", ["counts", "row-normalised"], horizontal=True, key="cm_mode_stored")
         st.plotly_chart(confusion_figure(np.array(test.confusion_matrix), mode == "row-normalised", None),
                         width="stretch")
@@ -362,7 +364,7 @@ if ev is None:
     st.stop()
 m = ev.metrics()
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Accuracy", f"{m['accuracy'] * 100:.2f}%")
+c1.metric("Accuracy", percent(m["accuracy"], digits=2))
 c2.metric("Macro-F1", f"{m['macro_f1']:.4f}")
 c3.metric("Weighted-F1", f"{m['weighted_f1']:.4f}")
 c4.metric("Images", f"{m['n']:,}")

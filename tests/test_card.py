@@ -70,6 +70,9 @@ def test_unknown_keys_are_kept_at_every_level() -> None:
     ({"latency": {"precision": "bf16"}}, "Latency"),
     ({"members": {"epochs": 1}}, "expected a list of MemberTraining"),
     ({"test": {"per_class": {"fear": {"precision": 1.0}}}}, "ClassScores"),
+    ({"params": "4.47 M"}, "ModelCard.params: expected a number"),  # every page formats it as a number
+    ({"test": {"accuracy": "61%"}}, "TestMetrics.accuracy: expected a number"),
+    ({"test": {"accuracy": True}}, "TestMetrics.accuracy: expected a number"),
 ])
 def test_a_malformed_card_is_a_clear_error_and_load_card_gives_none(tmp_path: Path, change: dict,
                                                                       message: str) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 
-def percent(x: object) -> str:
-    """A fraction in [0, 1] as a percentage with one decimal; anything else (a missing figure) as a dash."""
-    return f"{x * 100:.1f}%" if isinstance(x, int | float) and not isinstance(x, bool) else "—"
+def percent(x: object, digits: int = 1) -> str:
+    """A fraction in [0, 1] as a percentage: one decimal where figures are compared with each other, two
+    where they are checked against a model card's. Anything else (a missing figure) is a dash."""
+    return f"{x * 100:.{digits}f}%" if isinstance(x, int | float) and not isinstance(x, bool) else "—"
 
 
 def duration(seconds: object) -> str:

@@ -16,8 +16,9 @@ Rules of that round trip:
   always writes all six; ``test_hash`` is ``null`` without a test split).
 - Keys a part does not know are kept in its ``extra`` and written back after the known ones,
   so a card from a newer writer neither crashes a reader nor loses anything when rewritten.
-- Structure is checked (a part where a part belongs, required fields present: ``CardError``);
-  the numbers are stored as written, never converted, so a rewritten card is byte-identical.
+- Structure is checked (a part where a part belongs, required fields present, a number where a
+  number belongs: ``CardError``); the numbers are stored as written, never converted, so a
+  rewritten card is byte-identical.
 - The training configs (``config``) stay plain dicts: they are ``TrainConfig``s of the training
   layer, which this layer cannot import, and their keys changed over time (``teacher``,
   ``init``, ``val_seed`` came later), so typing them here would reject old cards.
@@ -67,6 +68,11 @@ class _Part:
         for name, read in cls._nested.items():
             if known.get(name) is not None:
                 known[name] = read(known[name])
+        for f in fields(cls):  # a number field holding text would crash every page that formats it
+            value = known.get(f.name)
+            if str(f.type).removesuffix(" | None") in ("int", "float") and value is not None and (
+                    not isinstance(value, int | float) or isinstance(value, bool)):
+                raise CardError(f"{cls.__name__}.{f.name}: expected a number, got {value!r}")
         try:
             return cls(**known, extra={k: v for k, v in d.items() if k not in names})
         except TypeError as exc:  # a required field is missing
