@@ -18,7 +18,7 @@ import streamlit as st
 
 from fer_core import EMOTIONS
 from fer_core.common.formatting import percent
-from fer_core.common.paths import default_data_path, runs_dir, shown_path
+from fer_core.common.paths import default_data_path, runs_dir, shown_path, shown_paths
 from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
 from fer_core.evaluation.cache import cached_evaluate, lookup, weights_hash
 from fer_core.evaluation.calibration import reliability
@@ -263,11 +263,11 @@ def show_training(weights: Path, card: ModelCard | None) -> None:
                                   height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10})
                 col.plotly_chart(fig, width="stretch")
         else:
-            st.warning(f"{run / 'history.csv'} lacks the columns {', '.join(sorted(needed))}.")
+            st.warning(f"{shown_path(run / 'history.csv')} lacks the columns {', '.join(sorted(needed))}.")
         try:
             config = json.loads((run / "config.json").read_text())
-            st.caption(f"Run folder `{run}` — its config (click to expand):")
-            st.json(config, expanded=False)
+            st.caption(f"Run folder `{shown_path(run)}` — its config (click to expand):")
+            st.json(shown_paths(config), expanded=False)
         except (OSError, ValueError):
             st.caption("This run has no readable config.json.")
     elif card and card.config:
@@ -348,7 +348,7 @@ try:
     split, data_hash = load_split_cached(data_path, split_name, _data_stamp(data_path, split_name))
     ev = get_evaluation(weights, split, data_hash, tta, compute=not public)
 except (DatasetError, OSError) as exc:
-    st.error(f"Could not load the {split_name} split of `{data_path}`: {exc}")
+    st.error(f"Could not load the {split_name} split of `{shown_path(data_path)}`: {exc}")
     show_stored(card, weights)
     st.stop()
 except CheckpointError as exc:

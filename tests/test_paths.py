@@ -27,3 +27,11 @@ def test_shown_path_names_files_as_the_project_does(monkeypatch: pytest.MonkeyPa
     assert paths.shown_path(tmp_path / "elsewhere" / "run-1" / "model.safetensors") == "runs/run-1/model.safetensors"
     assert paths.shown_path(tmp_path / "mine.safetensors") == str(tmp_path / "mine.safetensors")  # a user's own file
     assert paths.shown_path("relative/x") == "relative/x"
+
+
+def test_shown_paths_rewrites_every_path_inside_a_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
+    config = {"train": {"data": str(paths.PROJECT_ROOT / "data" / "fer2013"), "out": str(tmp_path / "r1"),
+                        "lr": 0.01, "optimizer": "amsgrad"}, "members": [str(tmp_path / "r2")]}
+    assert paths.shown_paths(config) == {"train": {"data": "data/fer2013", "out": "runs/r1", "lr": 0.01,
+                                                   "optimizer": "amsgrad"}, "members": ["runs/r2"]}

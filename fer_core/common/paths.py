@@ -37,3 +37,15 @@ def shown_path(path: str | Path) -> str:
         if path.is_absolute() and path.is_relative_to(root):
             return prefix + str(path.relative_to(root))
     return str(path)
+
+
+def shown_paths(value: object) -> object:
+    """``shown_path`` on every absolute path inside a JSON value (a run's config names its data and
+    run folder), so that a config shown to visitors carries no server layout either."""
+    if isinstance(value, dict):
+        return {k: shown_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shown_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        return shown_path(value)
+    return value

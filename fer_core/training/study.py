@@ -592,7 +592,8 @@ def study_meta(sc: StudyConfig, trials: list[optuna.trial.FrozenTrial], cells: l
     first = next((t for t in sorted(trials, key=lambda t: t.number) if t.state == TrialState.COMPLETE
                   and t.params.get("seed") == sc.primary_seed), None)
     attrs = first.user_attrs if first else {}
-    return {"study_name": sc.name(), "storage": store.display_url(sc.storage_url()),
+    storage = "study.db beside this file" if sc.storage is None else store.display_url(sc.storage_url())
+    return {"study_name": sc.name(), "storage": storage,  # a report names no server path
             "runs_done": sum(r["status"] in TERMINAL for r in runs), "runs_total": len(runs),
             "device": attrs.get("device"), "precision": attrs.get("precision"), "data_sizes": attrs.get("data")}
 
