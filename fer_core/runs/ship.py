@@ -195,7 +195,8 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
         hardware=hardware, val_acc=[s["best_val_acc"] for s in summaries],
         # per network, in run order: what fer_core.tools.unship gives back to a rebuilt folder
         members=[MemberTraining.from_dict(s) for s in summaries],
-        eval_command=f"fer-evaluate --data {data} --split test --weights weights/{name}.safetensors",
+        # data/fer2013 is where the README keeps the data; the card's hashes say which data it must be
+        eval_command=f"fer-evaluate --data data/fer2013 --split test --weights weights/{name}.safetensors",
         val=ValidationScores.from_dict(val) if val is not None else None,
         test=TestMetrics.from_dict({"split": "test", **plain.metrics()}),
         test_tta=TestMetrics.from_dict({"split": "test", **tta.metrics()}),

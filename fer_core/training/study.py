@@ -52,7 +52,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from fer_core.common.atomic import read_json, write_json, write_text
+from fer_core.common.atomic import read_json, write_atomic, write_json, write_text
 from fer_core.data.prepare import PreparedData
 from fer_core.models.zoo import list_models
 from fer_core.training import loop as training
@@ -620,7 +620,8 @@ def write_summary(sc: StudyConfig, cells: list[Cell], meta: dict | None = None) 
     with contextlib.suppress(Exception):  # needs kaleido (not a dependency); the HTML is the figure of record
         import kaleido  # noqa: F401
 
-        fig.write_image(str(sc.out / "heatmap.png"), width=1100, height=520)
+        write_atomic(sc.out / "heatmap.png",
+                     lambda tmp: fig.write_image(str(tmp), format="png", width=1100, height=520))
 
 
 def _csv(sc: StudyConfig, cells: list[Cell]) -> str:
