@@ -12,16 +12,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from fer_core import EMOTIONS
-from fer_core.common.paths import default_data_path
+from fer_core.common.paths import DATA_HELP, default_data_path
 from fer_core.data.cleaning import REASONS, CleaningReport, clean_train
 from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
 from fer_core.runs.app_settings import SettingsError, load_settings
 
 SAMPLES_PER_CLASS = 8
 EXAMPLES_SHOWN = 12
-DATA_HELP = ("Point the app at FER-2013: set the environment variable `FER_DATA` to a folder holding "
-             "`train/` and `test/` (one sub-folder per emotion) or to the original `fer2013.csv`, e.g. "
-             "`FER_DATA=/path/to/fer2013 make run`, or type the path above.")
 REASON_TEXT = {"blank": "blank frames (one flat grey level)",
                "duplicate": "pixel-identical copies inside train (the first of each group is kept)",
                "leak": "train images that also appear in a held-out split (would inflate the test score)"}

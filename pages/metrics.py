@@ -18,7 +18,7 @@ import streamlit as st
 
 from fer_core import EMOTIONS
 from fer_core.common.formatting import percent
-from fer_core.common.paths import default_data_path, runs_dir, shown_path, shown_paths
+from fer_core.common.paths import DATA_HELP, default_data_path, runs_dir, shown_path, shown_paths
 from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
 from fer_core.evaluation.cache import cached_evaluate, lookup, weights_hash
 from fer_core.evaluation.calibration import reliability
@@ -31,9 +31,6 @@ from fer_core.training.history import read_history
 
 GALLERY_PAGE = 48
 CHART_KEY = "cm_chart"
-DATA_HELP = ("Point the app at FER-2013: set the environment variable `FER_DATA` to a folder holding "
-             "`train/` and `test/` (one sub-folder per emotion) or to the original `fer2013.csv`, e.g. "
-             "`FER_DATA=/path/to/fer2013 make run`, or type the path in *Dataset* above.")
 
 
 # --------------------------------------------------------------------------- choices

@@ -13,6 +13,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 
 
+DATA_HELP = ("Point the app at FER-2013: set the environment variable `FER_DATA` to a folder holding "
+             "`train/` and `test/` (one sub-folder per emotion) or to the original `fer2013.csv`, e.g. "
+             "`FER_DATA=/path/to/fer2013 make run`, or type its path above.")  # where no data is found
+
+
 def default_data_path() -> Path:
     """``FER_DATA`` if set, else ``data/fer2013`` inside the project (git-ignored). Every CLI also
     takes ``--data``; nothing guesses at other places, so a figure always names its data."""

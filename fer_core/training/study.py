@@ -53,6 +53,7 @@ import optuna
 from optuna.trial import TrialState
 
 from fer_core.common.atomic import read_json, write_atomic, write_json, write_text
+from fer_core.common.formatting import percent
 from fer_core.data.prepare import PreparedData
 from fer_core.models.zoo import list_models
 from fer_core.training import loop as training
@@ -276,8 +277,8 @@ class Worker:
         cells = self.export(force=True)
         best = winner(cells)
         if best:
-            self.log(f"best on validation: {best.optimizer} lr {best.lr:g} (val {_pct(best.best_val_acc)}, "
-                     f"test {_pct(best.test_acc)})")
+            self.log(f"best on validation: {best.optimizer} lr {best.lr:g} (val {percent(best.best_val_acc):>6}, "
+                     f"test {percent(best.test_acc):>6})")
         return cells
 
     def _loop(self) -> None:
@@ -415,7 +416,7 @@ class Worker:
         states = store.survey(self.study.get_trials(deepcopy=False), [*self.sc.main_keys(), key])
         done = sum(s.settled for k, s in states.items() if k != key) + (r["status"] in TERMINAL)
         self.log(f"[{done}/{len(states)}] {self.sc.folder(key).name:<28} {r['status']:<9} "
-                 f"val {_pct(r['best_val_acc'])} test {_pct(r['test_acc'])}  {r['wall_seconds']:.0f}s"
+                 f"val {percent(r['best_val_acc']):>6} test {percent(r['test_acc']):>6}  {r['wall_seconds']:.0f}s"
                  + (f"  ({r['error']})" if r["error"] else ""))
 
     # ---- outputs
@@ -487,10 +488,6 @@ def _cell_logger(folder: Path) -> Callable[[str], None]:
             fh.write(message + "\n")
 
     return log
-
-
-def _pct(x: float | None) -> str:
-    return f"{x * 100:5.1f}%" if isinstance(x, int | float) else "   — "
 
 
 def ranked(cells: list[Cell]) -> list[Cell]:
