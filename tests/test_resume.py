@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from fer_core.training.history import read_history
 from fer_core.training.loop import TrainingError, resume, train
+from fer_core.training.resume import _META_KEY as META_KEY
 from fer_core.training.resume import STATE_FILE
 from tests.conftest import write_folder_dataset
 from tests.test_training import _cfg
@@ -64,8 +65,22 @@ def test_resume_refuses_what_it_cannot_continue(data: Path, tmp_path: Path) -> N
         resume(early, **quiet)
 
     cut = train(_cfg(data, tmp_path / "cut"), should_stop=_stop_after_epochs(1, tmp_path / "cut"), **quiet)
+    state = (cut / STATE_FILE).read_bytes()
     (cut / STATE_FILE).write_bytes(b"not safetensors")
     with pytest.raises(TrainingError, match="unreadable"):
+        resume(cut, **quiet)
+
+    # a state from an older writer: readable, but without what restoring needs
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    (cut / STATE_FILE).write_bytes(state)
+    with safe_open(str(cut / STATE_FILE), framework="pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    old = json.loads(meta[META_KEY])
+    del old["opt_scalars"]
+    save_file(tensors, str(cut / STATE_FILE), metadata={META_KEY: json.dumps(old)})
+    with pytest.raises(TrainingError, match="lacks opt_scalars"):
         resume(cut, **quiet)
 
 

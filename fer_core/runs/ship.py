@@ -75,7 +75,7 @@ def card_markdown(card: ModelCard) -> str:
           f"{c['distill']:g} that teacher's probabilities (`fer_core/training/distill.py`)"
           for c in config if c.get("teacher")],
         f"- Data: train hash `{data.train_hash}` ({data.train} images after cleaning), "
-        f"test hash `{data.test_hash}`",
+        + (f"test hash `{data.test_hash}`" if data.test_hash else "trained without test/ beside it (no test hash)"),
         *([f"- Validation slice of train/ (n={v.n}, where choices were made): {v.accuracy * 100:.2f}% "
             f"({v.tta_accuracy * 100:.2f}% with TTA)"] if (v := card.val) else []),
         f"- **Test (FER-2013 PublicTest, n={t.n})**: accuracy **{(t.accuracy or 0) * 100:.2f}%**, macro-F1 "

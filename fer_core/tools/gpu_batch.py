@@ -1,15 +1,15 @@
-"""Train several runs side by side on one lent GPU inside a fixed wall-clock budget, and pack
-each finished run (float16 weights) into one tar for the trip back.
+"""Train several runs side by side on one GPU inside a fixed wall-clock budget, and pack each
+finished run (float16 weights) into one tar to carry back.
 
-A lent GPU comes for minutes, and one small network leaves most of it idle, so several
+GPU time is often rented by the minute, and one small network leaves most of a GPU idle, so several
 ``train.py`` processes share it. A one-cycle schedule only pays off if it ends, so each run's
 epoch count is sized up front: a short probe runs every job at once and measures each
 architecture's epoch period *while all of them are running* (a probe epoch that overlapped a
-job still starting up or already done is not counted: that mistake once cost a whole lease), and
+job still starting up or already done is not counted, or the sizing runs past the budget), and
 how long a run takes after its last epoch (reloading the best epoch, the final evaluation and
 report): a run killed in that gap keeps its weights but loses its metrics and report.
 
-    python -m fer_core.tools.gpu_batch --data /tmp/fer2013 --budget 540 --out-dir /tmp/runs --pack-dir $OUT \\
+    python -m fer_core.tools.gpu_batch --data /tmp/fer2013 --budget 540 --out-dir /tmp/runs --pack-dir packs/ \\
         --runs fernet_l:21 fernet_l:22 fernet_m:21 -- --optimizer sgd_nesterov --lr 0.05 --val-seed 0 ...
 
 Arguments after ``--`` go to every ``train.py`` unchanged.

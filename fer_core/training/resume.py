@@ -76,9 +76,21 @@ def load_state(out: Path) -> ResumeState | None:
 def restore(state: ResumeState, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
             gen: torch.Generator) -> None:
     """Put model, optimizer, schedule and random generators back exactly as they were after ``state.epoch``."""
+    missing = [k for k in ("data_device", "opt_scalars", "param_groups", "scheduler") if k not in state.meta]
+    missing += [k for k in ("rng/data", "rng/torch") if k not in state.tensors]
+    if missing:  # written by an older version, or by hand: refuse before anything is half-restored
+        raise ValueError(f"the saved training state lacks {', '.join(missing)}; start the run again instead")
     if state.meta["data_device"] != gen.device.type:
         raise ValueError(f"this run was trained on {state.meta['data_device']}; resume it there (its random "
                          f"streams cannot be carried over to {gen.device.type})")
+    try:
+        _restore_tensors(state, model, opt, sched, gen)
+    except (RuntimeError, KeyError, TypeError) as exc:  # a state of another network or optimizer
+        raise ValueError(f"the saved training state does not fit this run ({exc})") from None
+
+
+def _restore_tensors(state: ResumeState, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                     gen: torch.Generator) -> None:
     t = state.tensors
     model.load_state_dict({k.removeprefix("model/"): v for k, v in t.items() if k.startswith("model/")})
     per_param: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in state.meta["opt_scalars"].items()}
