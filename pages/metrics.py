@@ -18,12 +18,12 @@ import streamlit as st
 
 from fer_core import EMOTIONS
 from fer_core.common.formatting import percent
-from fer_core.common.paths import DATA_HELP, default_data_path, runs_dir, shown_path, shown_paths
+from fer_core.common.paths import DATA_HELP, default_data_path, shown_path, shown_paths
 from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
 from fer_core.evaluation.cache import cached_evaluate, lookup, weights_hash
 from fer_core.evaluation.calibration import reliability
 from fer_core.evaluation.evaluate import Evaluation
-from fer_core.models.active import accurate_weights, shipped_models
+from fer_core.models.active import model_choices
 from fer_core.models.card import ModelCard, load_card
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.runs.app_settings import SettingsError, load_settings
@@ -34,37 +34,6 @@ CHART_KEY = "cm_chart"
 
 
 # --------------------------------------------------------------------------- choices
-
-
-def finished_runs() -> dict[str, Path]:
-    """Run folders that hold a best model and its test metrics (a run still training has no metrics.json)."""
-    root = runs_dir()
-    if not root.is_dir():
-        return {}
-    runs = [d for d in root.iterdir()
-            if d.is_dir() and (d / "model.safetensors").is_file() and (d / "metrics.json").is_file()]
-    runs.sort(key=lambda d: (d / "metrics.json").stat().st_mtime, reverse=True)
-    return {d.name: d / "model.safetensors" for d in runs}
-
-
-def model_choices() -> dict[str, Path]:
-    """Label -> weights file: the default for reports first, then the shipped ones, then finished runs."""
-    choices: dict[str, Path] = {}
-    seen: set[Path] = set()
-
-    def add(label: str, path: Path) -> None:
-        key = path.expanduser().resolve()
-        if key not in seen:
-            seen.add(key)
-            choices[label] = path
-
-    first = accurate_weights()
-    add(f"default ({first.parent.name}/{first.name})", first)
-    for name, path in shipped_models().items():
-        add(f"shipped: {name}", path)
-    for name, path in finished_runs().items():
-        add(f"run: {name}", path)
-    return choices
 
 
 # --------------------------------------------------------------------------- cached loading
@@ -310,7 +279,7 @@ try:
 except SettingsError as exc:
     st.error(f"This deployment's settings are invalid: {exc}")
     st.stop()
-choices = model_choices()
+choices = model_choices(runs=True)
 c1, c2, c3, c4 = st.columns([3, 3, 1, 1.2], vertical_alignment="bottom")
 label = c1.selectbox("Model", list(choices), key="model")
 weights = choices[label]

@@ -70,9 +70,28 @@ def reset_active() -> None:
     _pointer().unlink(missing_ok=True)
 
 
-def model_choices() -> dict[str, Path]:
-    """What the photo page offers in its model picker: its default first, then every shipped one."""
+def model_choices(runs: bool = False) -> dict[str, Path]:
+    """A page's model picker, label -> weights: the default for photos and reports first, then every
+    shipped model, then (``runs=True``, the Metrics page) each finished run, newest first. A model
+    appears once, under its first label."""
     first = accurate_weights()
     choices = {f"default ({first.stem if first.parent == WEIGHTS_DIR else first.parent.name})": first}
-    choices.update({name: path for name, path in shipped_models().items() if path != first})
+    seen = {first.resolve()}
+    candidates = list(shipped_models().items()) + ([(f"run: {p.parent.name}", p) for p in finished_runs()]
+                                                    if runs else [])
+    for label, path in candidates:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            choices[label] = path
     return choices
+
+
+def finished_runs() -> list[Path]:
+    """The best model of every run that finished (its test metrics are written last), newest first."""
+    root = runs_dir()
+    if not root.is_dir():
+        return []
+    done = [d for d in root.iterdir()
+            if d.is_dir() and (d / "model.safetensors").is_file() and (d / "metrics.json").is_file()]
+    return [d / "model.safetensors" for d in sorted(done, key=lambda d: (d / "metrics.json").stat().st_mtime,
+                                                    reverse=True)]
