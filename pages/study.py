@@ -14,22 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from fer_core.common.formatting import duration, percent
-from fer_core.common.paths import PROJECT_ROOT, WEIGHTS_DIR, runs_dir, shown_path
+from fer_core.common.paths import WEIGHTS_DIR, shown_path
 from fer_core.models.card import load_card
 from fer_core.runs.app_settings import SettingsError, load_settings
-from fer_core.training.study import Cell, heatmap_figure, load_study
+from fer_core.training.study import Cell, heatmap_figure, known_studies, load_study
 from fer_core.training.study_verdict import PAPER_LR, PAPER_OPTIMIZER, against_paper, compare_with_paper
-
-REPORTS = PROJECT_ROOT / "reports"
-
-
-def known_studies() -> list[Path]:
-    """The shipped studies (the paper-scale one first), then every study folder under the runs directory."""
-    found = sorted((p.parent for p in REPORTS.glob("*/study.json")), key=lambda p: (p.name != "study-paper", p.name))
-    root = runs_dir()
-    if root.is_dir():
-        found += sorted((p for p in root.iterdir() if (p / "study.json").is_file()), key=lambda p: p.name)
-    return found
 
 
 def spread(c: Cell) -> str:

@@ -54,6 +54,7 @@ from optuna.trial import TrialState
 
 from fer_core.common.atomic import read_json, write_atomic, write_json, write_text
 from fer_core.common.formatting import percent
+from fer_core.common.paths import PROJECT_ROOT, runs_dir
 from fer_core.data.prepare import PreparedData
 from fer_core.models.zoo import list_models
 from fer_core.training import loop as training
@@ -636,6 +637,17 @@ def _meta_from_folders(sc: StudyConfig, done: list[Cell]) -> dict:
     """Device and data of a summary written without the database (cells given by hand)."""
     config = read_json(sc.out / "cells" / done[0].name / "config.json") if done else {}
     return {"device": config.get("device"), "precision": config.get("precision"), "data_sizes": config.get("data")}
+
+
+def known_studies() -> list[Path]:
+    """Every study folder the app can show: the shipped ones in ``reports/`` (the paper-scale one
+    first, as the headline), then those under the runs directory, by name."""
+    reports = PROJECT_ROOT / "reports"
+    found = sorted((p.parent for p in reports.glob("*/study.json")), key=lambda p: (p.name != "study-paper", p.name))
+    root = runs_dir()
+    if root.is_dir():
+        found += sorted((p for p in root.iterdir() if (p / "study.json").is_file()), key=lambda p: p.name)
+    return found
 
 
 def load_study(folder: str | Path) -> tuple[dict, list[Cell]]:
