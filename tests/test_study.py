@@ -85,6 +85,8 @@ def test_grid_exports_resumes_and_imports_a_pre_optuna_folder(data: Path, tmp_pa
     assert "plotly" in (out / "heatmap.html").read_text().lower()
     # every cell is an ordinary run with the same budget: only optimizer and lr differ
     configs = [json.loads((out / "cells" / c.name / "config.json").read_text()) for c in cells]
+    assert [cfg["train"]["out"] for cfg in configs] == [str(out / "cells" / c.name) for c in cells]
+    assert not list((out / "cells").glob(".*"))  # each trial's private folder became its cell's
     budgets = [{k: v for k, v in cfg["train"].items() if k not in ("optimizer", "lr", "out")} for cfg in configs]
     assert all(b == budgets[0] for b in budgets)
     assert len({cfg["data"]["train_hash"] for cfg in configs}) == 1
@@ -277,8 +279,11 @@ def test_a_dead_workers_cells_are_trained_again(data: Path, tmp_path: Path) -> N
         died.set_user_attr("training_by", died.number)
         died_key = store.suggest(died, study.OPTIMIZERS, sc.lrs, sc.seeds)
         silent = s.ask()  # holds a grid point, never said which, never beat
-    (sc.folder(died_key)).mkdir(parents=True)
-    (sc.folder(died_key) / "train.log").write_text(f"tiny: 1{START_LINE}(half-trained by the dead worker)\n")
+    final = sc.folder(died_key)
+    orphan = final.with_name(f".{final.name}.trial{died.number}")  # where the dead worker was training
+    for folder in (final, orphan):  # the cell's folder as an earlier version left it, and the private one
+        folder.mkdir(parents=True)
+        (folder / "train.log").write_text(f"tiny: 1{START_LINE}(half-trained by the dead worker)\n")
     with sqlite3.connect(out / "study.db") as db:
         db.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00.000000'")
         db.execute("UPDATE trials SET datetime_start = '2000-01-01 00:00:00.000000' WHERE number = ?",
@@ -292,6 +297,7 @@ def test_a_dead_workers_cells_are_trained_again(data: Path, tmp_path: Path) -> N
     done = [t for t in trials.values() if t.state == TrialState.COMPLETE]
     assert sorted(store.key_of(t) for t in done) == sorted(sc.main_keys())
     assert all(starts(sc.folder(k)) == 1 for k in sc.main_keys())
+    assert not orphan.exists() and not list((out / "cells").glob(".*"))
 
 
 def test_of_two_trials_racing_for_one_cell_the_earlier_trains(tmp_path: Path) -> None:

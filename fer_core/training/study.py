@@ -22,7 +22,8 @@ started on several machines against one PostgreSQL database shares one grid, eac
 exactly once (``fer_core.training.study_storage`` says how). Resumable by construction: running the
 command again continues the grid. A cell that diverged is a result (failed, with its error), never
 retried; a cell whose worker died (its heartbeat stopped) or was stopped (SIGTERM, Ctrl-C) is
-trained again from scratch. With ``--top-seeds K``, once the grid is done the K best cells on
+trained again from scratch. Each trial trains in a folder of its own and moves it into the cell's
+folder when it ends, so two workers never write into one folder. With ``--top-seeds K``, once the grid is done the K best cells on
 validation are trained again with ``--extra-seed``, so the top of the ranking has error bars.
 
 After every cell the summary (``study.csv``: one row per run; ``study.json``: one entry per cell,
@@ -372,11 +373,17 @@ class Worker:
         raise CellFailed(result["error"])
 
     def train_cell(self, trial: optuna.Trial, key: store.Key) -> dict:
-        """Train one run from scratch into its folder; what it gave, as the trial's user attributes."""
+        """Train one run from scratch; what it gave, as the trial's user attributes.
+
+        The run trains in a folder of this trial's own (``cells/.<cell>.trial<N>``) and replaces the
+        cell's folder only when it ends while this worker still owns the trial: a worker taken for
+        dead (missed heartbeats) may write on for a moment before it notices, and must never write
+        into the folder of the worker that took the cell over."""
         opt, lr, seed = key
-        folder = self.sc.folder(key)
-        if folder.exists():
-            shutil.rmtree(folder)  # a cell whose worker died or was stopped starts again, same seed
+        final = self.sc.folder(key)
+        folder = final.with_name(f".{final.name}.trial{trial.number}")
+        self._remove_dead_workers_folders(final)
+        shutil.rmtree(folder, ignore_errors=True)
         base = self.sc.base  # every run, whatever its seed, is validated on the first seed's slice of train/
         cfg = TrainConfig.from_dict({**asdict(base), "optimizer": opt, "lr": lr, "seed": seed, "out": str(folder),
                                      "val_seed": base.val_seed if base.val_seed is not None else base.seed})
@@ -389,7 +396,25 @@ class Worker:
             cell_log(f"failed: {exc}")
             error = str(exc)
         wall = round(time.monotonic() - t0, 1)
-        return run_result(folder, opt, lr, wall, error)
+        result = run_result(folder, opt, lr, wall, error)
+        if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:  # taken over: not ours to keep
+            shutil.rmtree(folder, ignore_errors=True)
+            return result
+        shutil.rmtree(final, ignore_errors=True)
+        folder.rename(final)
+        config = read_json(final / "config.json")
+        if isinstance(config.get("train"), dict):  # the run's config names the folder it now lives in
+            write_json(final / "config.json", {**config, "train": {**config["train"], "out": str(final)}})
+        return result
+
+    def _remove_dead_workers_folders(self, final: Path) -> None:
+        """The private folders of earlier trials of this cell whose worker died (killed mid-run)."""
+        orphans = list(final.parent.glob(f".{final.name}.trial*"))
+        states = {t.number: t.state for t in self.study.get_trials(deepcopy=False)} if orphans else {}
+        for orphan in orphans:
+            number = orphan.name.rsplit(".trial", 1)[-1]
+            if number.isdigit() and states.get(int(number)) != TrialState.RUNNING:
+                shutil.rmtree(orphan, ignore_errors=True)
 
     def _data_for(self, cfg: TrainConfig) -> PreparedData:
         """The data of a run with this seed, prepared once per process: identical for every cell."""
