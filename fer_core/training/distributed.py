@@ -71,9 +71,10 @@ class Ranks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def on_main(self, fn: Callable[[], T], errors: tuple[type[BaseException], ...]) -> T:
-        """Run ``fn`` on rank 0 and give every rank its result; an expected error on rank 0 is raised
-        on every rank (as ``RemoteFailure`` elsewhere), so no rank is left waiting for the others."""
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on rank 0 and give every rank its result. Any error on rank 0 (an expected
+        ``TrainingError`` or a full disk alike) is raised on every rank, as ``RemoteFailure`` on the
+        others, so that no rank is left waiting in a collective the failed rank never joins."""
         if not self.active:
             return fn()
         result: Any = None
@@ -81,9 +82,9 @@ class Ranks:
         if self.main:
             try:
                 result = fn()
-            except errors as exc:
+            except BaseException as exc:  # re-raised below, once the other ranks have heard of it
                 failure = exc
-        outcome = self.broadcast((result, f"{failure}" if failure else None))
+        outcome = self.broadcast((result, (str(failure) or type(failure).__name__) if failure else None))
         if failure is not None:
             raise failure
         if outcome[1] is not None:

@@ -254,7 +254,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     if cfg.batch_size % ranks.world:
         raise ValueError(f"batch size {cfg.batch_size} must be a multiple of the {ranks.world} processes, "
                          "which share every batch")
-    out = Path(ranks.on_main(lambda: str(make_run_dir(cfg)), (TrainingError,)))
+    out = Path(ranks.on_main(lambda: str(make_run_dir(cfg))))
     writer = RunWriter(out, enabled=ranks.main)
     writer.update_progress(force=True, status="preparing")
     log = log if ranks.main else _silent
@@ -288,7 +288,7 @@ def resume(out: str | Path, log: Callable[[str], None] = print, should_stop: Cal
     out = Path(out)
     saved = read_json(out / "config.json")
     ranks = distributed.setup((saved.get("train") or {}).get("device", "auto"))
-    progress = ranks.on_main(lambda: _resumable(out, saved, ranks), (TrainingError,))  # rank 0 checks, alone
+    progress = ranks.on_main(lambda: _resumable(out, saved, ranks))  # rank 0 checks, alone
     try:
         state = load_state(out)
     except ValueError as exc:
@@ -449,7 +449,7 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
                                        eta_s=(cfg.epochs * steps - done) * cfg.batch_size / rate)
             if should_stop():
                 raise Cancelled
-        val_acc, val_loss = ranks.on_main(lambda: _validate(net, data.val, precision), (Exception,))
+        val_acc, val_loss = ranks.on_main(lambda: _validate(net, data.val, precision))
         if sched is not None and not per_step:
             sched.step(val_acc)
         row = {"epoch": epoch, "train_loss": round(train_loss, 5), "train_acc": round(train_acc, 5),

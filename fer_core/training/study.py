@@ -23,8 +23,9 @@ exactly once (``fer_core.training.study_storage`` says how). Resumable by constr
 command again continues the grid. A cell that diverged is a result (failed, with its error), never
 retried; a cell whose worker died (its heartbeat stopped) or was stopped (SIGTERM, Ctrl-C) is
 trained again from scratch. Each trial trains in a folder of its own and moves it into the cell's
-folder when it ends, so two workers never write into one folder. With ``--top-seeds K``, once the grid is done the K best cells on
-validation are trained again with ``--extra-seed``, so the top of the ranking has error bars.
+folder when it ends, so two workers never write into one folder. With ``--top-seeds K``, once the
+grid is done the K best cells on validation are trained again with ``--extra-seed``, so the top of
+the ranking has error bars.
 
 After every cell the summary (``study.csv``: one row per run; ``study.json``: one entry per cell,
 mean and min/max over its seeds) and the heatmap (``heatmap.html``, plus ``heatmap.png`` when
