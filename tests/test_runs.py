@@ -505,3 +505,11 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError, match="FER_MAX_SUBSET must be > 0"):
         load_settings(secrets={})
     assert AppSettings(max_epochs=5, max_subset=300).check(5, 300) == []
+
+
+def test_a_run_whose_saved_config_is_unreadable_is_refused_with_a_message() -> None:
+    run = runs_dir() / "hand-edited"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"train": {"epochs": None, "subset": "all"}}))
+    with pytest.raises(RunError, match="no valid epochs and subset"):
+        resume_run(run)

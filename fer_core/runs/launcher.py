@@ -76,10 +76,14 @@ def resume_run(run: Path, settings: AppSettings | None = None, admin: bool = Fal
     """Continue a stopped run in the background from its last finished epoch (see ``training.resume``),
     under the same one-run lock as ``start_run``."""
     info = load_run(Path(run))
-    problems = (settings or load_settings()).check(int(info.config.get("epochs", 0)), info.config.get("subset"),
-                                                   admin)
+    epochs, subset = info.config.get("epochs"), info.config.get("subset")
+    readable = (isinstance(epochs, int) and not isinstance(epochs, bool)
+                and (subset is None or (isinstance(subset, int) and not isinstance(subset, bool))))
+    problems = (settings or load_settings()).check(epochs if readable else 0, subset if readable else None, admin)
     if problems:  # first: a visitor who may not train learns nothing about the run
         raise ValueError("; ".join(problems))
+    if not readable:
+        raise RunError(f"{info.name} cannot be resumed: its saved config has no valid epochs and subset")
     if not info.resumable:
         why = "it has finished" if info.status == "finished" else (
             f"it is {info.status}" if info.status in ACTIVE_STATES else "it has no saved state after an epoch")
