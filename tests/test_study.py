@@ -451,3 +451,17 @@ def test_load_study_checks_every_field_of_a_file_from_anywhere(tmp_path: Path) -
         (tmp_path / "study.json").write_text(json.dumps({"cells": [bad]}))
         with pytest.raises(ValueError, match="cell 1 has no optimizer name and learning rate"):
             study.load_study(tmp_path)
+
+
+def test_a_database_that_fails_mid_study_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    def locked(*_, **__):
+        raise OperationalError("UPDATE trials", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(study, "run_study", locked)
+    rc = study.main(["--data", str(tmp_path), "--arch", "tiny", "--optimizers", "sgd", "--lrs", "0.1",
+                     "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "database is locked" in err and "run the same command again" in err

@@ -840,10 +840,17 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     t0 = time.monotonic()
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         run_study(sc, should_stop=stop.is_set)
     except (ValueError, TrainingError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:  # the database went away or stayed locked: finished cells are kept in it
+        print(f"error: the study's database ({store.display_url(sc.storage_url())}) failed: "
+              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
+              "Finished cells are kept; run the same command again to continue.", file=sys.stderr)
         return 2
     print(f"study folder: {sc.out}  ({time.monotonic() - t0:.0f} s this session)")
     return 0
