@@ -29,6 +29,7 @@ from fer_core.training import loop as training
 from fer_core.training import study
 from fer_core.training import study_storage as store
 from fer_core.training.loop import TrainConfig
+from tests.conftest import write_folder_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 START_LINE = " params | train "  # the line fit() logs once when a run starts training
@@ -158,6 +159,26 @@ def test_resume_with_another_budget_is_refused(data: Path, tmp_path: Path) -> No
     named.base.label_smoothing = 0.0
     with pytest.raises(ValueError, match=r"different budget \(label_smoothing\)"):
         study.run_study(named, log=quiet)
+
+
+def test_a_machine_with_the_data_elsewhere_joins_by_name_and_other_data_is_refused(data: Path, tmp_path: Path) -> None:
+    first = grid(data, tmp_path / "study", optimizers=("adam",), lrs=(0.01, 0.001), n_trials=1)
+    study.run_study(first, log=quiet)
+    elsewhere = tmp_path / "mnt" / "fer2013"  # the same images at another path, as on another machine
+    elsewhere.parent.mkdir()
+    elsewhere.symlink_to(data, target_is_directory=True)
+    joined = grid(elsewhere, tmp_path / "other", optimizers=("adam",), lrs=(0.01, 0.001),
+                  storage=first.storage_url(), study_name=first.name())
+    assert [c.status for c in study.run_study(joined, log=quiet)] == ["finished", "finished"]
+    assert len(trials_of(first)) == 2  # one grid: the joined worker trained the one cell left
+    other = write_folder_dataset(tmp_path / "other-data", {"train": 40, "test": 12}, seed=1)
+    half = grid(data, tmp_path / "study3", optimizers=("sgd",), lrs=(0.01, 0.001), n_trials=1)
+    study.run_study(half, log=quiet)
+    stranger = grid(other, tmp_path / "x", optimizers=("sgd",), lrs=(0.01, 0.001), storage=half.storage_url(),
+                    study_name=half.name())
+    with pytest.raises(ValueError, match="this worker's data is not the study's"):
+        study.run_study(stranger, log=quiet)
+    assert len(trials_of(half)) == 1  # refused before it claimed a cell
 
 
 def test_cli_refuses_bad_grids(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

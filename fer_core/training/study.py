@@ -272,6 +272,9 @@ class Worker:
         done = sum(s.settled for s in states.values())
         self.log(f"study {self.sc.out} ({self.sc.name()} in {store.display_url(self.sc.storage_url())}): "
                  f"{len(states)} cells, {done} already done, {len(states) - done} to run")
+        if done < len(states):  # refuse data other than the study's before claiming any cell
+            first = self.sc.main_keys()[0]
+            self._data_for(self.cell_config(first, self.sc.folder(first)))
         try:
             self._loop()
         finally:
@@ -380,14 +383,12 @@ class Worker:
         cell's folder only when it ends while this worker still owns the trial: a worker taken for
         dead (missed heartbeats) may write on for a moment before it notices, and must never write
         into the folder of the worker that took the cell over."""
-        opt, lr, seed = key
+        opt, lr, _ = key
         final = self.sc.folder(key)
         folder = final.with_name(f".{final.name}.trial{trial.number}")
         self._remove_dead_workers_folders(final)
         shutil.rmtree(folder, ignore_errors=True)
-        base = self.sc.base  # every run, whatever its seed, is validated on the first seed's slice of train/
-        cfg = TrainConfig.from_dict({**asdict(base), "optimizer": opt, "lr": lr, "seed": seed, "out": str(folder),
-                                     "val_seed": base.val_seed if base.val_seed is not None else base.seed})
+        cfg = self.cell_config(key, folder)
         cell_log = _cell_logger(folder)
         t0, error = time.monotonic(), None
         try:
@@ -417,10 +418,21 @@ class Worker:
             if number.isdigit() and states.get(int(number)) != TrialState.RUNNING:
                 shutil.rmtree(orphan, ignore_errors=True)
 
+    def cell_config(self, key: store.Key, folder: Path) -> TrainConfig:
+        """A cell's run: the study's budget with the cell's optimizer, lr and seed. Every run, whatever
+        its seed, is validated on the first seed's slice of train/."""
+        opt, lr, seed = key
+        base = self.sc.base
+        return TrainConfig.from_dict({**asdict(base), "optimizer": opt, "lr": lr, "seed": seed, "out": str(folder),
+                                      "val_seed": base.val_seed if base.val_seed is not None else base.seed})
+
     def _data_for(self, cfg: TrainConfig) -> PreparedData:
-        """The data of a run with this seed, prepared once per process: identical for every cell."""
+        """The data of a run with this seed, prepared once per process: identical for every cell, and
+        checked against what the study's other workers trained on."""
         if cfg.seed not in self.data:
-            self.data[cfg.seed] = training.prepare_data(cfg)
+            data = training.prepare_data(cfg)
+            store.check_data(self.study, cfg.seed, {"train": data.train.content_hash(), "val": data.val.content_hash()})
+            self.data[cfg.seed] = data
         return self.data[cfg.seed]
 
     def _stop_check(self, trial: optuna.Trial) -> Callable[[], bool]:

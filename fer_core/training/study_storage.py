@@ -110,6 +110,20 @@ def study_name(budget: dict) -> str:
     return f"fer-study-{budget.get('arch')}-{digest}"
 
 
+def check_data(study: optuna.Study, seed: int, hashes: dict[str, str]) -> None:
+    """The first worker to prepare a seed's data records its content hashes; every other worker must
+    hold the same images, wherever its copy lives."""
+    key = f"data_seed{seed}"
+    stored = study.user_attrs.get(key)
+    if stored is None:
+        study.set_user_attr(key, hashes)
+    elif stored != hashes:
+        differs = ", ".join(f"{k} {hashes.get(k)} here, {v} in the study" for k, v in stored.items()
+                            if hashes.get(k) != v)
+        raise ValueError(f"this worker's data is not the study's ({differs}): point --data at the same "
+                         "FER-2013 copy (cleaning and validation settings included)")
+
+
 def open_study(storage: RDBStorage, name: str, budget: dict, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     """Create or join the study; refuse one that was started with another budget."""
     with _quiet():
@@ -118,8 +132,9 @@ def open_study(storage: RDBStorage, name: str, budget: dict, sampler: optuna.sam
     stored = study.user_attrs.get("budget")
     if stored is None:
         study.set_user_attr("budget", budget)
-    else:
-        check_budget(stored, budget, f"study '{name}'")
+    else:  # the data is compared by content (``check_data``): another machine may keep it at another path
+        check_budget({k: v for k, v in stored.items() if k != "data"}, {k: v for k, v in budget.items() if k != "data"},
+                     f"study '{name}'")
     return study
 
 
