@@ -92,7 +92,11 @@ def resolve_status(progress: dict, run: Path | None = None) -> str:
 
 
 def load_run(path: Path) -> Run:
-    """One run folder as the app shows it (any of its files may be missing or half-written)."""
+    """One run folder as the app shows it (any of its files may be missing or half-written).
+
+    Reading an interrupted run also tidies it: the temp files of writes its dead worker never finished
+    are deleted. Workers are checked by PID, so the runs directory must belong to this host's app (the
+    launcher starts every worker here); it is not meant to be shared between machines."""
     progress = read_json(path / "progress.json")
     config = read_json(path / "config.json").get("train") or read_json(path / LAUNCH_NAME)
     try:
