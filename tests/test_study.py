@@ -129,6 +129,13 @@ def test_grid_exports_resumes_and_imports_a_pre_optuna_folder(data: Path, tmp_pa
     assert kept.stat().st_mtime_ns == mtime
     assert [(c.status, c.best_val_acc) for c in imported] == [(c.status, c.best_val_acc) for c in cells]
 
+    # ... but not cells trained with another budget (study.json, which would say so, is gone too)
+    (out / "study.db").unlink()
+    (out / "study.json").unlink()
+    other = grid(data, out)
+    other.base.epochs = 2
+    assert study.import_legacy_cells(optuna.create_study(), other) == 0
+
 
 def asdict_runs(cell: study.Cell) -> list[tuple]:
     return [(r["seed"], r["status"], r["best_val_acc"], r["test_acc"]) for r in cell.runs]

@@ -501,6 +501,7 @@ def import_legacy_cells(study: optuna.Study, sc: StudyConfig) -> int:
     if study.get_trials(deepcopy=False) or not (sc.out / "cells").is_dir():
         return 0
     dists = store.distributions(OPTIMIZERS, sc.lrs, sc.all_seeds())
+    budget = sc.budget()
     n = 0
     for key in sc.main_keys():
         if key[2] != sc.primary_seed:
@@ -509,6 +510,9 @@ def import_legacy_cells(study: optuna.Study, sc: StudyConfig) -> int:
         if cell.status not in ("finished", "failed") or (cell.status == "finished" and cell.best_val_acc is None):
             continue
         config = read_json(sc.folder(key) / "config.json")
+        trained = config.get("train") if isinstance(config.get("train"), dict) else {}
+        if any(k in trained and trained[k] != budget[k] for k in BUDGET_KEYS if k != "data"):
+            continue  # trained with another budget: not a result of this study, so it is trained again
         attrs = {**{k: getattr(cell, k) for k in RUN_FIELDS if k != "seed"}, "imported": True,
                  "device": config.get("device"), "precision": config.get("precision"), "data": config.get("data")}
         finished = cell.status == "finished"
