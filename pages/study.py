@@ -117,7 +117,7 @@ if notes.is_file():
         st.markdown(notes.read_text(encoding="utf-8", errors="replace").split("## How to read it", 1)[-1])
 table = pd.DataFrame([{"optimizer": c.optimizer, "lr": f"{c.lr:g}", "status": c.status,
                        "best val acc": percent(c.best_val_acc), "val over seeds": spread(c),
-                       "seeds": ", ".join(map(str, c.seeds)) or str(budget.get("seed")),
+                       "seeds": ", ".join(map(str, c.seeds)) or "—",  # the seeds that finished
                        "test acc": percent(c.test_acc),
                        "macro-F1": f"{c.macro_f1:.3f}" if isinstance(c.macro_f1, int | float) else "—",
                        "seconds": c.wall_seconds, "error": c.error or ""} for c in cells])

@@ -148,8 +148,8 @@ class StudyConfig:
         self.out = Path(self.out)
         if self.seeds is None:
             self.seeds = [self.base.seed]
-        elif self.seeds:
-            self.base.seed = self.seeds[0]  # the budget's seed is the first; the others are replicas
+        elif self.seeds:  # the budget's seed is the first; the others are replicas (the caller's config is kept)
+            self.base = TrainConfig.from_dict({**asdict(self.base), "seed": self.seeds[0]})
         if self.top_seeds and self.extra_seed is None and self.seeds:
             self.extra_seed = max(self.seeds) + 1
 
