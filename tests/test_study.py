@@ -493,3 +493,15 @@ def test_a_database_that_fails_mid_study_is_a_message_not_a_traceback(tmp_path: 
                      "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert rc == 2 and "database is locked" in err and "run the same command again" in err
+
+
+def test_a_worker_recognises_optunas_errors_for_a_trial_failed_by_another(tmp_path: Path) -> None:
+    """``_taken_over`` reads Optuna's own errors (its message, for ``tell``): pinned by this test."""
+    s = optuna.create_study(storage=f"sqlite:///{tmp_path}/t.db")
+    t = s.ask()
+    s._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # as the worker that reaped it does
+    for write in (lambda: t.set_user_attr("status", "finished"), lambda: s.tell(t, 0.5)):
+        with pytest.raises(Exception) as caught:
+            write()
+        assert study._taken_over(caught.value)
+    assert not study._taken_over(ValueError("Cannot open the file"))

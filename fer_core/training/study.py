@@ -473,7 +473,8 @@ class Worker:
 
 def _taken_over(exc: BaseException) -> bool:
     """Whether optimize failed because another worker failed this trial first: the trial's own writes
-    then raise UpdateFinishedTrialError, or Optuna cannot tell a result to a finished trial."""
+    then raise UpdateFinishedTrialError, or Optuna cannot tell a result to a finished trial (a message
+    of Optuna 5.0's, pinned by tests/test_study.py)."""
     return isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or str(exc).startswith("Cannot tell a ")
 
 
