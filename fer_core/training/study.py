@@ -132,6 +132,9 @@ def read_cell(folder: Path, optimizer: str, lr: float) -> Cell:
 
 @dataclass
 class StudyConfig:
+    """One study: a training budget shared by every cell (``base``) and the grid laid over it. The
+    budget, not the folder, identifies the study, so any worker given the same settings joins it."""
+
     base: TrainConfig
     optimizers: list[str]
     lrs: list[float]
@@ -353,6 +356,9 @@ class Worker:
     # ---- one trial
 
     def objective(self, trial: optuna.Trial) -> float:
+        """Claim a cell and train it. The claim comes first: a heartbeat (so a death from here on is seen),
+        then the key; a cell another live trial already owns is given up (pruned), so that two workers
+        racing for one grid point never both train it."""
         self.storage.record_heartbeat(trial._trial_id)  # so a worker that dies from here on is seen as dead
         trial.set_user_attr("heartbeat_by", trial.number)
         key = store.suggest(trial, OPTIMIZERS, self.sc.lrs, self.sc.all_seeds())
@@ -541,6 +547,7 @@ def ranked(cells: list[Cell]) -> list[Cell]:
 
 
 def winner(cells: list[Cell]) -> Cell | None:
+    """The best cell on validation, never on test: test accuracy is reported, not chosen on."""
     return next(iter(ranked(cells)), None)
 
 

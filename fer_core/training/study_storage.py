@@ -139,6 +139,7 @@ def open_study(storage: RDBStorage, name: str, budget: dict, sampler: optuna.sam
 
 
 def check_budget(stored: dict, budget: dict, where: str) -> None:
+    """Cells trained on different budgets do not compare: joining a study means training on its budget."""
     diff = sorted(k for k in set(stored) | set(budget) if stored.get(k) != budget.get(k))
     if diff:
         raise ValueError(f"{where} holds a study with a different budget ({', '.join(diff)}); "
@@ -293,6 +294,8 @@ class CellState:
 
 
 def survey(trials: Iterable[FrozenTrial], keys: Iterable[Key]) -> dict[Key, CellState]:
+    """Each wanted cell's state, rebuilt from every trial ever made for it: the database is the only
+    shared memory the workers have, so each decision starts from it."""
     states = {k: CellState() for k in keys}
     for t in sorted(trials, key=lambda t: t.number):
         s = states.get(key_of(t))  # type: ignore[arg-type]
