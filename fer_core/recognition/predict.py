@@ -155,6 +155,7 @@ def predict_video(rec: Recognizer, path: Path, out: Output, every: int, settings
 def write_explanations(rec: Recognizer, crops: np.ndarray, faces: list[Face], out_dir: Path,
                        stem: str) -> list[Path]:
     """One PNG per face: the crop the network read (as the pipeline cut it), with its Grad-CAM heat map."""
+    from fer_core.common.atomic import write_bytes
     from fer_core.recognition.explain import explainer_for, gradcam, overlay
     from fer_core.recognition.imageio import encode_png
 
@@ -162,9 +163,7 @@ def write_explanations(rec: Recognizer, crops: np.ndarray, faces: list[Face], ou
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for i, (crop, heat) in enumerate(zip(crops, maps, strict=True), 1):
-        path = out_dir / f"{stem}_face{i}.png"
-        path.write_bytes(encode_png(overlay(crop, heat)))
-        written.append(path)
+        written.append(write_bytes(out_dir / f"{stem}_face{i}.png", encode_png(overlay(crop, heat))))
     return written
 
 

@@ -112,6 +112,7 @@ def plan_epochs(periods: dict[str, float], seconds: float, cap: int) -> dict[str
 
 def pack(job: Job, pack_dir: Path) -> Path:
     """The run folder in one tar, weights as float16 (a fernet_l: 12 MB), training state left out."""
+    from fer_core.common.atomic import write_atomic
     from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
 
     weights = job.out / "model.safetensors"
@@ -119,11 +120,12 @@ def pack(job: Job, pack_dir: Path) -> Path:
         model, cfg = load_checkpoint(weights)
         save_checkpoint(model, cfg, weights, storage="float16")
     (job.out / "resume.safetensors").unlink(missing_ok=True)
-    tar_path = pack_dir / f"{job.out.name}.tar"
-    with tarfile.open(tar_path, "w") as tar:
-        tar.add(job.out, arcname=job.out.name)
-        tar.add(f"{job.out}.log", arcname=f"{job.out.name}/train.log")
-    return tar_path
+    def write(tmp: Path) -> None:  # whole or absent: a budget that ends mid-pack must not leave half a tar
+        with tarfile.open(tmp, "w") as tar:
+            tar.add(job.out, arcname=job.out.name)
+            tar.add(f"{job.out}.log", arcname=f"{job.out.name}/train.log")
+
+    return write_atomic(pack_dir / f"{job.out.name}.tar", write)
 
 
 def main(argv: list[str] | None = None) -> int:
