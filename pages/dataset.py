@@ -14,7 +14,7 @@ import streamlit as st
 from fer_core import EMOTIONS
 from fer_core.common.paths import DATA_HELP, default_data_path
 from fer_core.data.cleaning import REASONS, CleaningReport, clean_train
-from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
+from fer_core.data.dataset import DatasetError, Split, available_splits, load_split, source_stamp
 from fer_core.runs.app_settings import SettingsError, load_settings
 
 SAMPLES_PER_CLASS = 8
@@ -22,17 +22,6 @@ EXAMPLES_SHOWN = 12
 REASON_TEXT = {"blank": "blank frames (one flat grey level)",
                "duplicate": "pixel-identical copies inside train (the first of each group is kept)",
                "leak": "train images that also appear in a held-out split (would inflate the test score)"}
-
-
-def _stamp(path: str) -> tuple[str, int]:
-    """Cheap change detector for the st cache: the modification times of the source and its splits."""
-    p = Path(path).expanduser()
-    try:
-        parts = [p.stat().st_mtime_ns] + [(p / s).stat().st_mtime_ns for s in ("train", "val", "test")
-                                          if (p / s).is_dir()]
-        return str(p.resolve()), hash(tuple(parts))
-    except OSError:
-        return str(p), 0
 
 
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=2)
@@ -124,7 +113,7 @@ else:  # a public deployment: the configured copy only, never a path a visitor t
     data_path = str(default_data_path())
 
 try:
-    splits = load_all(data_path, _stamp(data_path)) if data_path else {}
+    splits = load_all(data_path, source_stamp(data_path)) if data_path else {}
 except (DatasetError, OSError) as exc:
     st.info(f"No usable dataset at `{data_path}`: {exc}. {DATA_HELP}" if may_choose
             else "This deployment has no FER-2013 copy to show.")
@@ -139,6 +128,6 @@ st.subheader("Sample faces per class")
 show_samples(splits)
 st.subheader("Cleaning report")
 if "train" in splits:
-    show_cleaning(splits, cleaning_report(data_path, _stamp(data_path)))
+    show_cleaning(splits, cleaning_report(data_path, source_stamp(data_path)))
 else:
     st.info("This dataset has no train split, so there is nothing to clean.")

@@ -19,7 +19,7 @@ import streamlit as st
 from fer_core import EMOTIONS
 from fer_core.common.formatting import percent
 from fer_core.common.paths import DATA_HELP, default_data_path, shown_path, shown_paths
-from fer_core.data.dataset import DatasetError, Split, available_splits, load_split
+from fer_core.data.dataset import DatasetError, Split, available_splits, load_split, source_stamp
 from fer_core.evaluation.cache import cached_evaluate, lookup, weights_hash
 from fer_core.evaluation.calibration import reliability
 from fer_core.evaluation.evaluate import Evaluation
@@ -37,16 +37,6 @@ CHART_KEY = "cm_chart"
 
 
 # --------------------------------------------------------------------------- cached loading
-
-
-def _data_stamp(path: str, split: str) -> tuple[str, int]:
-    """Cheap change detector for the st cache: the split folder's (or CSV's) modification time."""
-    p = Path(path).expanduser()
-    target = p / split if (p / split).is_dir() else p
-    try:
-        return str(target.resolve()), target.stat().st_mtime_ns
-    except OSError:
-        return str(target), 0
 
 
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=6)
@@ -311,7 +301,7 @@ if not splits:
     st.stop()
 
 try:
-    split, data_hash = load_split_cached(data_path, split_name, _data_stamp(data_path, split_name))
+    split, data_hash = load_split_cached(data_path, split_name, source_stamp(data_path, split_name))
     ev = get_evaluation(weights, split, data_hash, tta, compute=not public)
 except (DatasetError, OSError) as exc:
     st.error(f"Could not load the {split_name} split of `{shown_path(data_path)}`: {exc}")

@@ -165,3 +165,15 @@ def test_per_class_subset(tmp_path: Path) -> None:
     root = write_folder_dataset(tmp_path / "fer", {"train": 5})
     sub = per_class_subset(load_split(root, "train"), 3, seed=0)
     assert sub.class_counts() == [3] * 7
+
+
+def test_the_source_stamp_sees_an_image_added_to_any_emotion_folder(tmp_path: Path) -> None:
+    from fer_core.data.dataset import source_stamp
+
+    root = write_folder_dataset(tmp_path / "fer", {"train": 2, "test": 2})
+    before, test_before = source_stamp(root), source_stamp(root, "test")
+    assert source_stamp(root) == before  # nothing changed, nothing seen
+    time.sleep(0.01)
+    cv2.imwrite(str(root / "test" / "fear" / "new.png"), make_face(2, np.random.default_rng(0)))
+    assert source_stamp(root) != before and source_stamp(root, "test") != test_before
+    assert source_stamp(tmp_path / "missing") == (str(tmp_path / "missing"), 0)

@@ -332,6 +332,24 @@ def _file_signature(path: Path) -> str:
 # --------------------------------------------------------------------------- public API
 
 
+def source_stamp(path: str | os.PathLike, split: str | None = None) -> tuple[str, int]:
+    """A cheap change detector for in-memory caches (the app's): the modification times of the source
+    (or of one split's folder) and of the folders two levels below it (splits, then emotions), where
+    adding or removing an image shows, without reading or listing a single image. The disk cache's
+    signature, which stats every file, is the thorough one."""
+    p, depth = Path(path).expanduser(), 2
+    if split is not None and (p / split).is_dir():
+        p, depth = p / split, 1
+    try:
+        folders = level = [p]
+        for _ in range(depth if p.is_dir() else 0):  # a fer2013.csv is one file: its own time says it all
+            level = [c for f in level for c in f.iterdir() if c.is_dir()]
+            folders = folders + level
+        return str(p.resolve()), hash(tuple(f.stat().st_mtime_ns for f in folders))
+    except OSError:
+        return str(p), 0
+
+
 def load_split(path: str | os.PathLike, split: str, use_cache: bool = True) -> Split:
     """Load one split ('train', 'val' or 'test') from a folder root or a fer2013.csv."""
     if split not in SPLITS:
