@@ -17,7 +17,7 @@ from fer_core.common.atomic import read_json, remove_orphaned_temps
 from fer_core.common.paths import runs_dir
 from fer_core.common.process import pid_alive
 from fer_core.runs.lock import holder_alive, read_lock
-from fer_core.training.history import ACTIVE_STATES
+from fer_core.training.history import ACTIVE_STATES, run_scores
 from fer_core.training.resume import STATE_FILE
 
 LAUNCH_NAME = "launch.json"
@@ -52,11 +52,11 @@ class Run:
 
     @property
     def best_val_acc(self) -> float | None:
-        return self.metrics.get("best_val_acc", self.progress.get("best_val_acc"))
+        return run_scores(self.metrics, self.progress)[0]
 
     @property
     def test_acc(self) -> float | None:
-        return self.metrics.get("accuracy", self.progress.get("test_acc"))
+        return run_scores(self.metrics, self.progress)[1]
 
     @property
     def has_model(self) -> bool:

@@ -28,3 +28,10 @@ def read_history(path: Path) -> list[dict]:
         except (TypeError, ValueError):
             continue
     return out
+
+
+def run_scores(metrics: dict, progress: dict) -> tuple[float | None, float | None]:
+    """A run's best validation and test accuracy: ``metrics.json`` once the run has finished, else what
+    ``progress.json`` last said. Whatever is there is returned as written; readers check its type."""
+    return (metrics.get("best_val_acc", progress.get("best_val_acc")),
+            metrics.get("accuracy", progress.get("test_acc")))

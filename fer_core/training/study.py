@@ -61,6 +61,7 @@ from fer_core.data.prepare import PreparedData
 from fer_core.models.zoo import list_models
 from fer_core.training import loop as training
 from fer_core.training import study_storage as store
+from fer_core.training.history import run_scores
 from fer_core.training.loop import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
 
 PAPER_LRS = (0.1, 0.01, 0.001, 0.0001)
@@ -111,8 +112,7 @@ def read_cell(folder: Path, optimizer: str, lr: float) -> Cell:
     if status == "finished":
         metrics = read_json(folder / "metrics.json")
         cell.status = "finished"
-        cell.best_val_acc = metrics.get("best_val_acc", progress.get("best_val_acc"))
-        cell.test_acc = metrics.get("accuracy", progress.get("test_acc"))
+        cell.best_val_acc, cell.test_acc = run_scores(metrics, progress)
         cell.macro_f1 = metrics.get("macro_f1")
         cell.train_seconds = metrics.get("train_seconds")
     elif status == "failed":
