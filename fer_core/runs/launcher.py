@@ -16,7 +16,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 from fer_core.common.atomic import write_json
@@ -25,7 +24,7 @@ from fer_core.runs.app_settings import AppSettings, load_settings
 from fer_core.runs.errors import RunError
 from fer_core.runs.lock import HeldLock, acquire, identity, lock_path
 from fer_core.runs.store import LAUNCH_NAME, load_run
-from fer_core.training.history import ACTIVE_STATES
+from fer_core.training.history import ACTIVE_STATES, now_stamp
 from fer_core.training.loop import TrainConfig, TrainingError, make_run_dir
 
 LOG_NAME = "train.log"
@@ -98,7 +97,7 @@ def resume_run(run: Path, settings: AppSettings | None = None, admin: bool = Fal
 def _launching() -> Iterator[HeldLock]:
     """Hold the launcher lock while a worker is set up; give it back unless the worker took it over
     (``_spawn_worker``), whatever went wrong."""
-    lock = acquire({**identity(), "run": None, "state": "starting", "since": _now()})
+    lock = acquire({**identity(), "run": None, "state": "starting", "since": now_stamp()})
     try:
         yield lock
     finally:
@@ -131,12 +130,10 @@ def _spawn_worker(lock: HeldLock, out: Path, args: list[str]) -> None:
         except OSError as exc:
             raise TrainingError(f"cannot start the training process: {exc}") from None
     try:
-        lock.write({**identity(proc.pid), "run": str(out), "state": "running", "since": _now()})
+        lock.write({**identity(proc.pid), "run": str(out), "state": "running", "since": now_stamp()})
     except OSError as exc:
         proc.terminate()  # never leave a run going that the lock does not name
         raise TrainingError(f"cannot write the launcher lock {lock_path()}: {exc.strerror or exc}") from None
     lock.hand_over()
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -26,14 +26,13 @@ import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from fer_core.common.atomic import read_json, write_json  # noqa: E402
 from fer_core.common.process import pid_alive  # noqa: E402
 from fer_core.runs.lock import release_lock  # noqa: E402
 from fer_core.runs.store import ENDED_STATES  # noqa: E402
-from fer_core.training.history import ACTIVE_STATES  # noqa: E402
+from fer_core.training.history import ACTIVE_STATES, now_stamp  # noqa: E402
 from fer_core.training.loop import TrainConfig, TrainingError, resume, train  # noqa: E402
 
 
@@ -60,7 +59,7 @@ def _mark_ended(out: str | None, message: str, status: str = "failed") -> None:
         return  # another process is training this run: its record is not ours to overwrite
     try:
         write_json(progress, {**current, "status": status, "error": message, "pid": os.getpid(),
-                              "updated": datetime.now(UTC).isoformat(timespec="seconds")})
+                              "updated": now_stamp()})
     except OSError:
         pass  # a full or read-only disk: the log and the exit code still say it
 

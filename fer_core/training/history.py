@@ -8,6 +8,7 @@ sees the same numbers.
 from __future__ import annotations
 
 import csv
+from datetime import UTC, datetime
 from pathlib import Path
 
 ACTIVE_STATES = ("starting", "preparing", "running")
@@ -35,3 +36,9 @@ def run_scores(metrics: dict, progress: dict) -> tuple[float | None, float | Non
     ``progress.json`` last said. Whatever is there is returned as written; readers check its type."""
     return (metrics.get("best_val_acc", progress.get("best_val_acc")),
             metrics.get("accuracy", progress.get("test_acc")))
+
+
+def now_stamp() -> str:
+    """The time stamps runs and the launcher lock record: UTC, to the second, ISO 8601, so that a run
+    started on one machine and read on another (or in another time zone) reads the same."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

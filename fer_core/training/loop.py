@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ from fer_core.models.zoo import ModelConfig, count_params, create_model, list_mo
 from fer_core.training import distributed
 from fer_core.training.distill import blended_targets, teacher_probs
 from fer_core.training.distributed import Ranks
-from fer_core.training.history import ACTIVE_STATES, read_history
+from fer_core.training.history import ACTIVE_STATES, now_stamp, read_history
 from fer_core.training.resume import ResumeState, clear_state, load_state, restore, save_state
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "amsgrad", "adamw", "rmsprop", "adagrad", "adadelta", "nadam")
@@ -192,14 +192,14 @@ class RunWriter:
         self.out = out
         self.enabled = enabled  # under torchrun only rank 0 writes; the others keep the history in memory
         self.history: list[dict] = history or []
-        self.progress: dict = {"status": "starting", "pid": os.getpid(), "started": _now()}
+        self.progress: dict = {"status": "starting", "pid": os.getpid(), "started": now_stamp()}
         self._last_progress_write = 0.0
 
     def progress_due(self) -> bool:
         return time.monotonic() - self._last_progress_write > 1.0
 
     def update_progress(self, force: bool = False, **values: object) -> None:
-        self.progress.update(values, updated=_now())
+        self.progress.update(values, updated=now_stamp())
         if self.enabled and (force or self.progress_due()):
             write_json(self.out / "progress.json", self.progress)
             self._last_progress_write = time.monotonic()
@@ -215,8 +215,6 @@ class RunWriter:
         write_text(self.out / "history.csv", buf.getvalue())
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
