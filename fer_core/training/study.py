@@ -484,6 +484,12 @@ def _taken_over(exc: BaseException) -> bool:
     return isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or str(exc).startswith("Cannot tell a ")
 
 
+def run_facts(config: dict) -> dict:
+    """What a run's config.json says it ran on (device, precision, data sizes and hashes): recorded with
+    each trial, so the study's summary can state it without the run folders."""
+    return {"device": config.get("device"), "precision": config.get("precision"), "data": config.get("data")}
+
+
 def run_result(folder: Path, optimizer: str, lr: float, wall: float, error: str | None) -> dict:
     """A trained (or failed, or cancelled) run folder as the trial's user attributes."""
     cell = read_cell(folder, optimizer, lr)
@@ -499,7 +505,7 @@ def run_result(folder: Path, optimizer: str, lr: float, wall: float, error: str 
             "macro_f1": cell.macro_f1, "final_train_loss": cell.final_train_loss,
             "train_seconds": cell.train_seconds, "wall_seconds": wall,
             "error": cell.error or (error if status == "failed" else None),
-            "device": config.get("device"), "precision": config.get("precision"), "data": config.get("data")}
+            **run_facts(config)}
 
 
 def import_legacy_cells(study: optuna.Study, sc: StudyConfig) -> int:
@@ -520,8 +526,7 @@ def import_legacy_cells(study: optuna.Study, sc: StudyConfig) -> int:
         trained = config.get("train") if isinstance(config.get("train"), dict) else {}
         if any(k in trained and trained[k] != budget[k] for k in BUDGET_KEYS if k != "data"):
             continue  # trained with another budget: not a result of this study, so it is trained again
-        attrs = {**{k: getattr(cell, k) for k in RUN_FIELDS if k != "seed"}, "imported": True,
-                 "device": config.get("device"), "precision": config.get("precision"), "data": config.get("data")}
+        attrs = {**{k: getattr(cell, k) for k in RUN_FIELDS if k != "seed"}, "imported": True, **run_facts(config)}
         finished = cell.status == "finished"
         study.add_trial(optuna.trial.create_trial(
             state=TrialState.COMPLETE if finished else TrialState.FAIL,
@@ -685,8 +690,8 @@ def _csv(sc: StudyConfig, cells: list[Cell]) -> str:
 
 def _meta_from_folders(sc: StudyConfig, done: list[Cell]) -> dict:
     """Device and data of a summary written without the database (cells given by hand)."""
-    config = read_json(sc.out / "cells" / done[0].name / "config.json") if done else {}
-    return {"device": config.get("device"), "precision": config.get("precision"), "data_sizes": config.get("data")}
+    facts = run_facts(read_json(sc.out / "cells" / done[0].name / "config.json") if done else {})
+    return {"device": facts["device"], "precision": facts["precision"], "data_sizes": facts["data"]}
 
 
 def known_studies() -> list[Path]:
