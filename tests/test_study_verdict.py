@@ -19,7 +19,7 @@ def cell(opt: str, lr: float, val: float, seeds: tuple[float, ...] = ()) -> Cell
 
 def test_the_papers_cell_on_top_agrees() -> None:
     v = compare_with_paper([cell("adam", 0.001, 0.55), cell("amsgrad", 0.01, 0.60)], val_images=2721)
-    assert (v.outcome, v.rank, v.finished, v.agreement) == ("best", 1, 2, "yes")
+    assert (v.outcome, v.rank, v.cells_finished, v.agreement) == ("best", 1, 2, "yes")
     assert "agrees with the paper" in v.sentence()
 
 

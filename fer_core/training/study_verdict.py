@@ -33,7 +33,7 @@ class Verdict:
     winner: Cell | None
     paper: Cell | None
     rank: int | None  # 1-based, among the finished cells
-    finished: int
+    cells_finished: int  # how many cells the ranking holds
     gap: float | None  # the winner's validation accuracy minus the paper cell's
     noise: float | None
     noise_source: str
@@ -57,9 +57,10 @@ class Verdict:
                     "has not finished in this study, so the study neither confirms nor refutes it.")
         if self.outcome == "best":
             return (f"This study agrees with the paper: {PAPER_OPTIMIZER} lr {PAPER_LR:g} is the best of "
-                    f"{self.finished} cells ({percent(self.paper.best_val_acc)} on validation).")
+                    f"{self.cells_finished} cells ({percent(self.paper.best_val_acc)} on validation).")
         where = (f"The best cell is {best}; the paper's choice, {PAPER_OPTIMIZER} lr {PAPER_LR:g}, ranks "
-                 f"{self.rank} of {self.finished} at {percent(self.paper.best_val_acc)}, {_points(self.gap)} behind")
+                 f"{self.rank} of {self.cells_finished} at {percent(self.paper.best_val_acc)}, "
+                 f"{_points(self.gap)} behind")
         if self.outcome == "tied":
             return (f"{where}, within the noise ({_points(self.noise)}, {self.noise_source}): this study does "
                     "not rank them apart, so it is consistent with the paper without confirming it.")
@@ -94,7 +95,7 @@ def against_paper(verdict: Verdict, paper_model: ModelCard | None) -> list[dict[
     rows = [{"": "best optimizer and learning rate", "the paper": f"{PAPER_OPTIMIZER} lr {PAPER_LR:g}",
              "this project": f"{verdict.winner.optimizer} lr {verdict.winner.lr:g}" if verdict.winner else "—"},
             {"": f"rank of {PAPER_OPTIMIZER} lr {PAPER_LR:g}", "the paper": "1",
-             "this project": f"{verdict.rank} of {verdict.finished}" if verdict.rank
+             "this project": f"{verdict.rank} of {verdict.cells_finished}" if verdict.rank
              else "failed" if verdict.outcome == "failed" else "not run"}]
     test = paper_model.test.accuracy if paper_model and paper_model.test else None
     if isinstance(test, int | float):
