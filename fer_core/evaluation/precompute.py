@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fer_core.common.paths import default_data_path
@@ -23,7 +24,7 @@ from fer_core.models.checkpoint import CheckpointError
 
 
 def precompute(data: str | Path, splits: list[str], models: dict[str, Path],
-               log=print) -> list[tuple[str, str, bool, bool, float]]:
+               log: Callable[[str], None] = print) -> list[tuple[str, str, bool, bool, float]]:
     """Evaluate every model on every split, plain and with TTA, through the cache.
     Returns ``(model, split, tta, already_cached, seconds)`` per evaluation."""
     done = []

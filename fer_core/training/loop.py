@@ -167,7 +167,8 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
             "adadelta": torch.optim.Adadelta, "nadam": torch.optim.NAdam}[o](groups, lr=lr)
 
 
-def build_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+def build_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer,
+                   steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, bool]:
     """Returns (scheduler or None, whether it steps per batch)."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":

@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
@@ -63,6 +64,9 @@ from fer_core.training import loop as training
 from fer_core.training import study_storage as store
 from fer_core.training.history import run_scores
 from fer_core.training.loop import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
+
+if TYPE_CHECKING:  # plotly is imported where a figure is drawn: the study itself does not need it
+    import plotly.graph_objects as go
 
 PAPER_LRS = (0.1, 0.01, 0.001, 0.0001)
 RUN_FIELDS = ("seed", "status", "best_val_acc", "test_acc", "macro_f1", "final_train_loss", "train_seconds",
@@ -569,7 +573,8 @@ def extra_keys(sc: StudyConfig, states: dict[store.Key, store.CellState]) -> lis
     return [(c.optimizer, c.lr, sc.extra_seed) for c in ranked(grid)[: sc.top_seeds]]
 
 
-def survey_runs(sc: StudyConfig, trials: list[optuna.trial.FrozenTrial]) -> tuple[dict, list[store.Key]]:
+def survey_runs(sc: StudyConfig, trials: list[optuna.trial.FrozenTrial]
+                ) -> tuple[dict[store.Key, store.CellState], list[store.Key]]:
     """What the storage says of every run the study wants now (the grid's, then the replicas chosen
     from it), and which replicas those are."""
     states = store.survey(trials, sc.main_keys())
@@ -751,7 +756,7 @@ def _cell_from_json(c: dict) -> Cell:
     return cell
 
 
-def heatmap_figure(cells: list[Cell]):
+def heatmap_figure(cells: list[Cell]) -> go.Figure:
     """Validation and test accuracy per optimizer (rows) × learning rate (columns); a cell with
     several seeds shows their mean ± half their range."""
     import plotly.graph_objects as go
@@ -848,7 +853,8 @@ def _numbers(ap: argparse.ArgumentParser, flag: str, text: str, kind: type) -> l
     try:
         return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        ap.error(f"{flag} must be comma-separated numbers, got '{text}'")
+        ap.error(f"{flag} must be comma-separated numbers, got '{text}'")  # exits
+        raise  # unreachable: ArgumentParser.error never returns
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
