@@ -50,4 +50,6 @@ bench: $(STAMP)
 
 # the README's pictures (docs/screenshots/), taken by the browser tests
 screenshots: $(STAMP) test-deps
+	@fc-list | grep -qi "color emoji" || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y fonts-noto-color-emoji; }  # the pages' icons
 	FER_DOC_SCREENSHOTS=1 $(PY) -m pytest -m "" tests/test_browser_recognition.py tests/test_browser_tour.py tests/test_browser_training.py

@@ -63,7 +63,11 @@ def test_start_watch_and_cancel_a_run(tiny_env: Path, app_url: str, chromium) ->
         while pid_alive(lock["pid"]) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not pid_alive(lock["pid"])
-        assert page.get_by_role("button", name="Start training").is_enabled()
+        start = page.get_by_role("button", name="Start training")  # enabled by the rerun that follows "ended"
+        deadline = time.monotonic() + 30
+        while not start.is_enabled() and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        assert start.is_enabled()
     finally:
         held = current_lock()  # never leave a worker behind, whatever failed above
         if held and held.get("run"):
