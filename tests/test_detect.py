@@ -57,6 +57,18 @@ def test_default_detector_finds_every_face_and_nothing_else(pictures, name):
         assert lx < rx and max(ly, ry) < ny < min(mly, mry)  # eyes, then nose, then mouth, top to bottom
 
 
+def test_a_face_cut_by_the_frame_is_boxed_where_it_shows(pictures):
+    """A webcam often cuts a forehead or a cheek: the box is the part of the face inside the frame,
+    never the face's size shifted inwards over the background beside it."""
+    pic = pictures["astronaut.png"]
+    (fx, fy, fw, fh), = pic.boxes
+    cut = pic.image[:, fx + fw // 4:]  # a quarter of the face is out of the frame (Haar finds it no more)
+    (d,) = get_detector("mtcnn").detect(cut, DetectorSettings())
+    x, _, w, _ = d.box
+    right_edge = fx + fw - (fx + fw // 4)  # where the face ends in the cut image
+    assert x <= fw // 4 and abs((x + w) - right_edge) <= 0.25 * fw, (d.box, right_edge)
+
+
 def test_default_detector_finds_every_face_of_the_group_photo(pictures):
     """Five real faces, two of them tilted by 20-25 degrees and two mirrored, at 40-60 px."""
     scene = photo_group(pictures)

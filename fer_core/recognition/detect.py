@@ -138,10 +138,12 @@ def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return small, scale
 
 
-def _clip(box: Box, width: int, height: int) -> Box:
+def _clip(box: Box, width: int, height: int) -> Box | None:
+    """The part of a box inside the image, or None when none is: a face cut by the frame's edge is
+    boxed (and cropped) where it shows, not shifted inwards over the background beside it."""
     x, y, w, h = box
-    x, y = min(max(0, x), width - 1), min(max(0, y), height - 1)
-    return x, y, max(1, min(w, width - x)), max(1, min(h, height - y))
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
 
 
 @lru_cache(maxsize=4)
@@ -198,7 +200,7 @@ class HaarDetector:
             self._pool.put(clf)
         boxes = [_clip((round(x / scale), round(y / scale), round(bw / scale), round(bh / scale)), w, h)
                  for x, y, bw, bh in (found if len(found) else [])]
-        return [Detection(b) for b in suppress_overlaps(boxes)]
+        return [Detection(b) for b in suppress_overlaps([b for b in boxes if b is not None])]
 
 
 class MTCNNDetector:
@@ -256,10 +258,10 @@ class MTCNNDetector:
         for (x0, y0, x1, y1, score), pts in zip(boxes, points, strict=True):
             if score < s.min_score:
                 continue
-            box = _clip((round(x0 / scale), round(y0 / scale), round((x1 - x0) / scale), round((y1 - y0) / scale)),
-                        w, h)
-            if min(box[2], box[3]) < s.min_size * 0.75:  # MTCNN's minsize is approximate; keep the user's floor
-                continue
+            raw = (round(x0 / scale), round(y0 / scale), round((x1 - x0) / scale), round((y1 - y0) / scale))
+            box = _clip(raw, w, h)
+            if box is None or min(raw[2], raw[3]) < s.min_size * 0.75:  # MTCNN's minsize is approximate: keep
+                continue  # the user's floor, on the face's size (not on the part of it inside the frame)
             lm = tuple((float(px / scale), float(py / scale)) for px, py in pts)
             found.append(Detection(box, float(score), lm))
         return sorted(found, key=lambda d: d.box[2] * d.box[3], reverse=True)
@@ -294,9 +296,9 @@ class DlibHOGDetector:
             rects, scores, _ = self._detector.run(small, upsample, self.min_svm_score)
         found = []
         for r, score in zip(rects, scores, strict=True):
-            box = _clip((round(r.left() / scale), round(r.top() / scale), round(r.width() / scale),
-                         round(r.height() / scale)), w, h)
-            if min(box[2], box[3]) >= s.min_size:
+            raw = (round(r.left() / scale), round(r.top() / scale), round(r.width() / scale), round(r.height() / scale))
+            box = _clip(raw, w, h)
+            if box is not None and min(raw[2], raw[3]) >= s.min_size:
                 found.append(Detection(box, float(score)))
         return sorted(found, key=lambda d: d.box[2] * d.box[3], reverse=True)
 
