@@ -23,6 +23,7 @@ from fer_core.recognition.annotate import EMOTION_COLORS, draw_faces, rgb_color
 from fer_core.recognition.detect import DetectorSettings, iou, suppress_overlaps
 from fer_core.recognition.pipeline_bench import compose_frame, detectable_faces
 from fer_core.recognition.recognizer import Face, Recognizer
+from fer_core.recognition.scenes import load_pictures
 from fer_core.recognition.tracking import IoUTracker
 from fer_core.recognition.video import VideoError, VideoLimitError, VideoLimits, VideoResult, analyse_video
 from fer_core.recognition.webcam import WEBCAM_SETTINGS, WebcamProcessor, ice_servers
@@ -496,3 +497,44 @@ def test_a_face_at_the_edge_keeps_its_proportions():
     assert crop.shape == (48, 48)
     bright = (crop > 100).mean(axis=0)
     assert bright[:20].min() > 0.9 and bright[-12:].max() < 0.1  # repeated edge, not a squashed image
+
+
+def _face_clip(path: Path, frame: np.ndarray, n: int = 5, first_pts: int = 0) -> Path:
+    """``n`` copies of an RGB frame at 10 fps, the first stamped ``first_pts`` tenths of a second in."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.height, stream.width = frame.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for i in range(n):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts = first_pts + i
+            for packet in stream.encode(vf):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_a_clip_that_does_not_start_at_zero_is_analysed_from_its_first_frame(rec, tmp_path):
+    """A clip cut from a longer recording keeps its time stamps (here from 700 s on)."""
+    face = load_pictures(Path(__file__).resolve().parent / "fixtures" / "faces")["astronaut.png"].image
+    res = analyse_video(_face_clip(tmp_path / "late.mkv", face, first_pts=7000), rec, every=1)
+    assert res.stopped is None and res.frames_analysed == 5 and res.rows
+    assert [r["time_s"] for r in res.rows] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+def test_a_phone_clip_stored_sideways_is_analysed_upright(rec, tmp_path):
+    """Phones store portrait video sideways with a rotation in the file's display matrix (tkhd)."""
+    import struct
+
+    face = load_pictures(Path(__file__).resolve().parent / "fixtures" / "faces")["astronaut.png"].image
+    path = _face_clip(tmp_path / "portrait.mp4", np.rot90(face, 1))  # turned a quarter counterclockwise
+    data = bytearray(path.read_bytes())
+    identity = struct.pack(">9i", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    at = data.rfind(identity)  # the track's matrix (the movie header's comes first)
+    data[at:at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)  # show it turned back
+    path.write_bytes(bytes(data))
+    with av.open(str(path)) as c:
+        assert next(c.decode(c.streams.video[0])).rotation == -90
+    res = analyse_video(path, rec, every=1)
+    assert res.frames_analysed == 5 and len({r["frame"] for r in res.rows}) == 5  # the face, in every frame

@@ -199,10 +199,14 @@ class VideoAnalysis:
         tracker = IoUTracker(smoothing=self.smoothing, classes=rec.classes, max_age=3)
         total = min(self.duration or self.limits.max_seconds, self.limits.max_seconds)
         started = time.monotonic()
+        origin: float | None = None  # the first frame's time: streams need not start at 0 (cut or muxed clips)
         try:
             for frame in self._container.decode(self._stream):
-                t = (float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base
-                     else self.frames_decoded / self.fps)
+                stamp = (float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base
+                         else None)
+                if origin is None and stamp is not None:
+                    origin = stamp
+                t = stamp - origin if stamp is not None and origin is not None else self.frames_decoded / self.fps
                 self.stopped = self._limit_reached(t, started)
                 if self.stopped:
                     break
@@ -214,6 +218,9 @@ class VideoAnalysis:
                 if index % self.every:
                     continue
                 rgb = frame.to_ndarray(format="rgb24")
+                turn = round(getattr(frame, "rotation", 0) or 0) // 90  # a phone's portrait clip, stored sideways
+                if turn % 4:
+                    rgb = np.ascontiguousarray(np.rot90(rgb, k=turn))  # upright, as a player shows it
                 dets, crops = rec.find_faces(rgb, order="rgb", whole=False, settings=self.settings)
                 faces = tracker.update(dets, rec.classify(crops))
                 self.frames_analysed += 1
