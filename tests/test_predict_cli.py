@@ -189,3 +189,25 @@ def test_explain_writes_one_heat_map_per_face(tiny_weights, tmp_path, capsys):  
     assert written == ["astronaut_face1.png"]
     img = cv2.imread(str(out_dir / written[0]))
     assert img.shape == (192, 192, 3) and img.std() > 10
+
+
+def test_explain_keeps_every_face_of_same_named_images_and_refuses_a_bad_folder(tiny_weights, tmp_path,  # noqa: F811
+                                                                                capsys):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "x.png").write_bytes((FIXTURES / "astronaut.png").read_bytes())
+    out_dir = tmp_path / "why"
+    assert main([str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "--explain", str(out_dir)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["x-2_face1.png", "x_face1.png"]  # none overwritten
+    a_file = tmp_path / "a" / "x.png"
+    assert main([str(a_file), "--explain", str(a_file)]) == 2  # a file where the folder should be
+    assert "error: --explain" in capsys.readouterr().err and a_file.stat().st_size > 0
+
+
+def test_a_path_the_os_refuses_is_reported_in_its_place(tiny_weights, tmp_path, capsys):  # noqa: F811
+    good = tmp_path / "astronaut.png"
+    good.write_bytes((FIXTURES / "astronaut.png").read_bytes())
+    assert main(["--csv", str(good), str(tmp_path / ("a" * 300 + ".jpg"))]) == 1
+    captured = capsys.readouterr()
+    assert "astronaut.png" in captured.out and "File name too long" in captured.err
+    assert main(["--weights", str(tmp_path / ("w" * 300)), str(good)]) == 2

@@ -102,9 +102,9 @@ def _read_bytes(source: str | os.PathLike | bytes | BinaryIO) -> bytes:
         return bytes(source)
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        if path.is_dir():
+        if os.path.isdir(path):  # os.path's checks never raise (a name too long for the OS is just "no")
             raise ImageError(f"{path} is a folder, not an image")
-        if path.exists() and not path.is_file():  # a FIFO or a device such as /dev/zero would never end
+        if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or a device such as /dev/zero never ends
             raise ImageError(f"{path} is not a regular file")
         try:
             return path.read_bytes()
@@ -165,6 +165,8 @@ def _open_accepted(data: bytes, max_pixels: int) -> Image.Image:
     Pillow's parsers report bad data with whatever exception the failing line raises (IndexError,
     struct.error, EOFError, ...), so at this boundary every exception means "not a readable image".
     """
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb guard must not refuse what the cap allows
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,8 +41,8 @@ def iter_images(paths: list[str]) -> Iterator[Path]:
     """Files as given (whatever their extension), folders expanded to their images, sorted."""
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
+        if os.path.isdir(p):  # never raises: a path the OS refuses is read, and reported, as a file
+            yield from sorted(f for f in p.rglob("*") if f.suffix.lower() in SUFFIXES and os.path.isfile(f))
         else:
             yield p
 
@@ -74,10 +75,10 @@ def predict_paths(rec: Recognizer, paths: list[str], whole: bool | None = None, 
     for path in iter_images(paths):
         try:
             rgb = decode_image(path).rgb
-        except ImageError as exc:
+            dets, crops = rec.find_faces(rgb, order="rgb", whole=whole, settings=settings)
+        except (ImageError, ValueError) as exc:  # reported in its place, after the images before it
             pending.append((path, [], None, str(exc)))
             continue
-        dets, crops = rec.find_faces(rgb, order="rgb", whole=whole, settings=settings)
         pending.append((path, dets, crops, None))
         n_crops += len(crops)
         if n_crops >= batch:
@@ -144,7 +145,7 @@ def predict_video(rec: Recognizer, path: Path, out: Output, every: int, settings
                     bar.update(clip.frames_decoded - bar.n)
                     if explain_dir is not None and frame.faces:
                         write_explanations(rec, frame.crops, frame.faces, explain_dir,
-                                           f"{path.stem}_t{frame.time_s:07.2f}")
+                                           f"{path.stem}_frame{frame.index:06d}")  # unique at any fps
     except VideoError as exc:
         return str(exc)
     except OSError as exc:
@@ -205,13 +206,29 @@ def main(argv: list[str] | None = None) -> int:
                                     min_score=args.min_score, align=not args.no_align)
         rec = Recognizer.load(args.weights or accurate_weights(), tta=args.tta, detector=args.detector,
                               settings=settings)
-    except (CheckpointError, ValueError, DetectorUnavailable) as exc:
+    except (CheckpointError, ValueError, DetectorUnavailable, OSError) as exc:  # OSError: a path the OS refuses
         print(f"error: {exc}", file=sys.stderr)
         return 2
     mode = True if args.whole else False if args.detect else None
     explain_dir = Path(args.explain) if args.explain else None
+    if explain_dir is not None:
+        try:  # before any work: a bad output folder is a usage error, not a crash after the first image
+            explain_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: --explain {explain_dir}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    try:
+        return _predict_all(args, rec, settings, mode, explain_dir)
+    except BrokenPipeError:  # fer-predict ... | head: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _predict_all(args: argparse.Namespace, rec: Recognizer, settings: DetectorSettings, mode: bool | None,
+                 explain_dir: Path | None) -> int:
     out = Output("json" if args.json else "csv" if args.csv else "text", rec.classes, rec.detector.name)
     failed = done = 0
+    stems: dict[str, int] = {}  # explanation names used so far
     groups: list[list[str]] = []  # runs of image arguments, and each video alone, in the given order
     for raw in args.paths:
         if is_video(Path(raw)) or not groups or is_video(Path(groups[-1][0])):
@@ -233,7 +250,14 @@ def main(argv: list[str] | None = None) -> int:
             done += 1
             out.image(path, faces)
             if explain_dir is not None and faces:
-                write_explanations(rec, crops, faces, explain_dir, path.stem)
+                stems[path.stem] = stems.get(path.stem, 0) + 1  # a/x.jpg and b/x.png: x_face1, x-2_face1
+                stem = path.stem if stems[path.stem] == 1 else f"{path.stem}-{stems[path.stem]}"
+                try:
+                    write_explanations(rec, crops, faces, explain_dir, stem)
+                except OSError as exc:
+                    failed += 1
+                    print(f"{path}: error: cannot write its Grad-CAM into {explain_dir}: {exc.strerror or exc}",
+                          file=sys.stderr)
     if done + failed == 0:
         print("error: no images found in the given paths", file=sys.stderr)
         return 2
