@@ -252,7 +252,7 @@ def analyse_video(source: str | os.PathLike | BinaryIO, recognizer: Recognizer, 
     ``into`` is filled as frames are analysed (and returned): a caller whose run is interrupted
     mid-clip keeps the part already analysed."""
     result = into if into is not None else VideoResult()
-    reported = -1.0
+    reported, reported_at = -1.0, time.monotonic()
     with VideoAnalysis(source, recognizer, every, smoothing, settings, limits, should_stop) as clip:
         result.fps, result.width, result.height, result.codec = clip.fps, clip.width, clip.height, clip.codec
         for frame in clip:
@@ -262,9 +262,11 @@ def analyse_video(source: str | os.PathLike | BinaryIO, recognizer: Recognizer, 
             if len(frame.faces) > result.preview_faces:
                 result.preview_faces, result.preview_time = len(frame.faces), frame.time_s
                 result.preview = draw_faces(frame.rgb, frame.faces, order="rgb") if frame.faces else None
-            if progress and clip.progress - reported >= 0.01:  # at most ~100 UI updates per clip
+            # at most ~100 UI updates per clip, but one a second at least: a clip without a duration (a
+            # browser's recording) advances its fraction slowly, and the page's Stop acts at an update
+            if progress and (clip.progress - reported >= 0.01 or time.monotonic() - reported_at >= 1.0):
                 progress(clip.progress)
-                reported = clip.progress
+                reported, reported_at = clip.progress, time.monotonic()
         result.frames_decoded, result.frames_analysed = clip.frames_decoded, clip.frames_analysed
         result.last_time_s, result.stopped = clip.time_s, clip.stopped
     if progress:
