@@ -4,6 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from fer_core.common.paths import shown_message
 from fer_core.models.active import model_choices
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.recognition.annotate import EMOTION_COLORS, draw_faces
@@ -63,7 +64,7 @@ model_name = st.selectbox("Model", list(choices), help="By default the shipped a
 try:
     rec = Recognizer.load(choices[model_name], tta=tta, detector=detector)
 except CheckpointError as exc:
-    st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`), "
+    st.error(f"No usable model: {shown_message(str(exc))}. Train one on the Training page (or with `python train.py`), "
              "or point `FER_WEIGHTS` at a .safetensors file.")
     st.stop()
 

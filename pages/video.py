@@ -4,6 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from fer_core.common.paths import shown_message
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.recognition.annotate import EMOTION_COLORS
 from fer_core.recognition.detect import DetectorSettings, available_detectors
@@ -39,7 +40,7 @@ min_size = c3.slider("Smallest face (px)", 20, 400, DetectorSettings().min_size,
 try:
     rec = Recognizer.load(detector=detector)
 except CheckpointError as exc:
-    st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`).")
+    st.error(f"No usable model: {shown_message(str(exc))}. Train one on the Training page (or with `python train.py`).")
     st.stop()
 
 upload = st.file_uploader(

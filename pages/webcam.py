@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
+from fer_core.common.paths import shown_message
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.recognition.annotate import EMOTION_COLORS
 from fer_core.recognition.detect import available_detectors
@@ -37,7 +38,7 @@ smoothing = st.slider("Smoothing", 0.0, 0.95, 0.6, 0.05,
 try:
     rec = Recognizer.load(detector=detector)
 except CheckpointError as exc:
-    st.error(f"No usable model: {exc}. Train one on the Training page (or with `python train.py`).")
+    st.error(f"No usable model: {shown_message(str(exc))}. Train one on the Training page (or with `python train.py`).")
     st.stop()
 
 try:

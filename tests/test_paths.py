@@ -35,3 +35,9 @@ def test_shown_paths_rewrites_every_path_inside_a_config(monkeypatch: pytest.Mon
                         "lr": 0.01, "optimizer": "amsgrad"}, "members": [str(tmp_path / "r2")]}
     assert paths.shown_paths(config) == {"train": {"data": "data/fer2013", "out": "runs/r1", "lr": 0.01,
                                                    "optimizer": "amsgrad"}, "members": ["runs/r2"]}
+
+
+def test_shown_message_hides_the_server_layout_in_error_texts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path / "runs"))
+    text = f"{paths.WEIGHTS_DIR}/x.safetensors: unreadable; {tmp_path}/runs/r1/model.safetensors"
+    assert paths.shown_message(text) == "weights/x.safetensors: unreadable; runs/r1/model.safetensors"

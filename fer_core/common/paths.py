@@ -54,3 +54,11 @@ def shown_paths(value: object) -> object:
     if isinstance(value, str) and value.startswith("/"):
         return shown_path(value)
     return value
+
+
+def shown_message(text: str) -> str:
+    """An error message as visitors may read it: the project's and the runs directory's absolute
+    paths inside it written as ``shown_path`` writes them (errors name files, deployments hide layout)."""
+    for root, prefix in ((runs_dir(), "runs/"), (PROJECT_ROOT, "")):
+        text = text.replace(f"{root}/", prefix)
+    return text
