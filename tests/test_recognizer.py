@@ -538,3 +538,23 @@ def test_a_phone_clip_stored_sideways_is_analysed_upright(rec, tmp_path):
         assert next(c.decode(c.streams.video[0])).rotation == -90
     res = analyse_video(path, rec, every=1)
     assert res.frames_analysed == 5 and len({r["frame"] for r in res.rows}) == 5  # the face, in every frame
+
+
+def test_a_big_batch_gets_the_default_threads_even_in_a_thread_started_at_one():
+    """torch copies a thread's count into the threads it starts: a Streamlit run started while MTCNN
+    held one thread must not classify a folder of photos on one."""
+    from fer_core.common.device import DEFAULT_THREADS, torch_threads
+
+    seen = []
+    with torch_threads(1):
+        t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()) or _run_default(seen))
+        t.start()
+        t.join()
+    assert seen == [1, DEFAULT_THREADS]
+
+
+def _run_default(seen: list) -> None:
+    from fer_core.common.device import torch_threads
+
+    with torch_threads(None):
+        seen.append(torch.get_num_threads())

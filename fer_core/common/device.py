@@ -70,15 +70,22 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+DEFAULT_THREADS = torch.get_num_threads()
+"""The process's intra-op thread count, as torch chose it at start (or ``OMP_NUM_THREADS`` set it)."""
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` intra-op threads (None = unchanged).
+    """Run a block with ``n`` intra-op threads (None = the process's default, ``DEFAULT_THREADS``).
 
     The count is per calling thread and costs nanoseconds to change. Small convolutions (a
     frame's few faces, MTCNN's pyramid) run on one: measured on 2 busy cores, a second thread
-    made them up to 30x slower, its OpenMP workers spin-waiting on each other."""
+    made them up to 30x slower, its OpenMP workers spin-waiting on each other. None restores the
+    default rather than keeping the caller's count: a thread started while another held one thread
+    starts with one too (torch copies the count), and a page's big batch must not inherit that."""
+    n = DEFAULT_THREADS if n is None else n
     old = torch.get_num_threads()
-    if n is None or n == old:
+    if n == old:
         yield
         return
     torch.set_num_threads(n)
