@@ -53,7 +53,8 @@ class VideoLimits:
 
 
 STOP_REASONS = {"max_seconds": "the length limit", "max_frames": "the limit on analysed frames",
-                "max_wall_seconds": "the time limit", "stopped": "your request", "damaged": "damaged data"}
+                "max_wall_seconds": "the time limit", "stopped": "your request", "damaged": "damaged data",
+                "max_pixels": "the frame-size limit (the frames grew larger mid-clip)"}
 """``VideoResult.stopped`` -> the words for it."""
 
 
@@ -211,7 +212,13 @@ class VideoAnalysis:
                 if self.stopped:
                     break
                 if frame.width * frame.height != self.width * self.height:  # a stream that changes size mid-way
-                    _check_resolution(frame.width, frame.height, self.limits.max_pixels)
+                    try:
+                        _check_resolution(frame.width, frame.height, self.limits.max_pixels)
+                    except VideoLimitError:
+                        if self.frames_decoded == 0:
+                            raise
+                        self.stopped = "max_pixels"  # keep what was analysed before the frames grew
+                        break
                 index = self.frames_decoded
                 self.frames_decoded += 1
                 self.time_s = t
