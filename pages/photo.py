@@ -8,7 +8,7 @@ from fer_core.common.paths import shown_message
 from fer_core.models.active import model_choices
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.recognition.annotate import EMOTION_COLORS, draw_faces
-from fer_core.recognition.detect import DETECTORS, DetectorSettings, available_detectors, to_gray
+from fer_core.recognition.detect import DETECTORS, DetectorSettings, available_detectors
 from fer_core.recognition.imageio import IMAGE_TYPES, ImageError, ImageTooLarge, decode_image, encode_png
 from fer_core.recognition.recognizer import Recognizer
 from fer_core.runs.app_settings import SettingsError, load_settings
@@ -135,7 +135,8 @@ for index, upload in enumerate(files):
         if explain:
             from fer_core.recognition.explain import EXPLAINED, explainer_for, gradcam, overlay
 
-            crops = rec.crops(to_gray(decoded.rgb, "rgb"), [f.detection for f in faces], settings)
+            # the very crops that were classified (a whole small image is cropped without margin or alignment)
+            _, crops = rec.find_faces(decoded.rgb, order="rgb", whole=whole, settings=settings)
             maps, _ = gradcam(explainer_for(rec.weights), crops, [rec.classes.index(f.label) for f in faces])
             st.caption(f"Grad-CAM: {EXPLAINED}")
             cols = st.columns(min(len(faces), 6))
