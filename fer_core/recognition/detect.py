@@ -217,7 +217,7 @@ class MTCNNDetector:
     # side frames a face as FER-2013 does. Measured on 426 faces of the validation slice pasted into
     # scenes: crops with no margin and no shift correlate best with the originals (median r 0.594;
     # 0.581 at -5%, 0.510 at +5%, 0.548 moved up by 5% of the box), and the classifier's accuracy is
-    # flat (63.8-69.5%) across margins -10%..+5% and shifts up to 10%: docs/detection.md.
+    # flat (63.6-70.0%) across margins -10%..+5% and shifts up to 10%: docs/detection.md.
     margin = 0.0
     uses_colour = True
     thresholds = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults for the three stages
