@@ -112,8 +112,9 @@ if may_choose:
 else:  # a public deployment: the configured copy only, never a path a visitor types
     data_path = str(default_data_path())
 
+stamp = source_stamp(data_path) if data_path else ("", 0)
 try:
-    splits = load_all(data_path, source_stamp(data_path)) if data_path else {}
+    splits = load_all(data_path, stamp) if data_path else {}
 except (DatasetError, OSError) as exc:
     st.info(f"No usable dataset at `{data_path}`: {exc}. {DATA_HELP}" if may_choose
             else "This deployment has no FER-2013 copy to show.")
@@ -128,6 +129,6 @@ st.subheader("Sample faces per class")
 show_samples(splits)
 st.subheader("Cleaning report")
 if "train" in splits:
-    show_cleaning(splits, cleaning_report(data_path, source_stamp(data_path)))
+    show_cleaning(splits, cleaning_report(data_path, stamp))
 else:
     st.info("This dataset has no train split, so there is nothing to clean.")

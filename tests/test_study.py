@@ -505,3 +505,13 @@ def test_a_worker_recognises_optunas_errors_for_a_trial_failed_by_another(tmp_pa
             write()
         assert study._taken_over(caught.value)
     assert not study._taken_over(ValueError("Cannot open the file"))
+
+
+def test_a_study_folder_continues_from_a_machine_with_the_data_elsewhere(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    study.run_study(grid(data, out, optimizers=("adam",), lrs=(0.01, 0.001), n_trials=1), log=quiet)
+    elsewhere = tmp_path / "mnt" / "fer2013"
+    elsewhere.parent.mkdir()
+    elsewhere.symlink_to(data, target_is_directory=True)
+    moved = grid(elsewhere, out, optimizers=("adam",), lrs=(0.01, 0.001), study_name=grid(data, out).name())
+    assert [c.status for c in study.run_study(moved, log=quiet)] == ["finished", "finished"]

@@ -61,6 +61,8 @@ def test_a_paper_cell_that_failed_to_train_is_a_disagreement_not_a_gap() -> None
     assert v.outcome == "failed" and v.agreement == "no (it failed)"
     assert "failed to train in this study (loss became nan)" in v.sentence()
     assert {r[""]: r["this project"] for r in against_paper(v, None)}["rank of amsgrad lr 0.01"] == "failed"
+    lost = Cell("amsgrad", 0.01, "lost")  # its workers kept dying: no result, not a disagreement
+    assert compare_with_paper([cell("adam", 0.001, 0.6), lost], val_images=2721).outcome == "absent"
 
 
 def test_the_table_sets_the_papers_figures_beside_ours() -> None:

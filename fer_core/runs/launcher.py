@@ -78,7 +78,9 @@ def resume_run(run: Path, settings: AppSettings | None = None, admin: bool = Fal
     epochs, subset = info.config.get("epochs"), info.config.get("subset")
     readable = (isinstance(epochs, int) and not isinstance(epochs, bool)
                 and (subset is None or (isinstance(subset, int) and not isinstance(subset, bool))))
-    problems = (settings or load_settings()).check(epochs if readable else 0, subset if readable else None, admin)
+    settings = settings or load_settings()
+    # unreadable: ask about the visitor alone (a budget every deployment allows), then refuse the run itself
+    problems = settings.check(epochs, subset, admin) if readable else settings.check(0, 0, admin)
     if problems:  # first: a visitor who may not train learns nothing about the run
         raise ValueError("; ".join(problems))
     if not readable:

@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,7 +156,7 @@ class StudyConfig:
         if self.seeds is None:
             self.seeds = [self.base.seed]
         elif self.seeds:  # the budget's seed is the first; the others are replicas (the caller's config is kept)
-            self.base = TrainConfig.from_dict({**asdict(self.base), "seed": self.seeds[0]})
+            self.base = replace(self.base, seed=self.seeds[0])
         if self.top_seeds and self.extra_seed is None and self.seeds:
             self.extra_seed = max(self.seeds) + 1
 
@@ -528,7 +528,7 @@ def import_legacy_cells(study: optuna.Study, sc: StudyConfig) -> int:
             continue
         config = read_json(sc.folder(key) / "config.json")
         trained = config.get("train") if isinstance(config.get("train"), dict) else {}
-        if any(k in trained and trained[k] != budget[k] for k in BUDGET_KEYS if k != "data"):
+        if any(k in trained and trained[k] != budget[k] for k in BUDGET_KEYS if k != "data"):  # as check_budget
             continue  # trained with another budget: not a result of this study, so it is trained again
         attrs = {**{k: getattr(cell, k) for k in RUN_FIELDS if k != "seed"}, "imported": True, **run_facts(config)}
         finished = cell.status == "finished"
@@ -854,7 +854,6 @@ def _numbers(ap: argparse.ArgumentParser, flag: str, text: str, kind: type) -> l
         return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
         ap.error(f"{flag} must be comma-separated numbers, got '{text}'")  # exits
-        raise  # unreachable: ArgumentParser.error never returns
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

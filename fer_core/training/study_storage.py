@@ -132,15 +132,17 @@ def open_study(storage: RDBStorage, name: str, budget: dict, sampler: optuna.sam
     stored = study.user_attrs.get("budget")
     if stored is None:
         study.set_user_attr("budget", budget)
-    else:  # the data is compared by content (``check_data``): another machine may keep it at another path
-        check_budget({k: v for k, v in stored.items() if k != "data"}, {k: v for k, v in budget.items() if k != "data"},
-                     f"study '{name}'")
+    else:
+        check_budget(stored, budget, f"study '{name}'")
     return study
 
 
 def check_budget(stored: dict, budget: dict, where: str) -> None:
-    """Cells trained on different budgets do not compare: joining a study means training on its budget."""
-    diff = sorted(k for k in set(stored) | set(budget) if stored.get(k) != budget.get(k))
+    """Cells trained on different budgets do not compare: joining a study means training on its budget.
+    The data's path is not part of it (another machine may keep the data elsewhere): its content is,
+    checked by ``check_data`` once it is loaded."""
+    keys = (set(stored) | set(budget)) - {"data"}
+    diff = sorted(k for k in keys if stored.get(k) != budget.get(k))
     if diff:
         raise ValueError(f"{where} holds a study with a different budget ({', '.join(diff)}); "
                          "resume it with the same settings or choose another --out / --study-name")

@@ -28,8 +28,8 @@ AGREEMENT = {"best": "yes", "tied": "within the noise", "behind": "no", "failed"
 class Verdict:
     """Where the paper's cell stands in a study's ranking on validation accuracy."""
 
-    outcome: str  # "best", "tied" (behind by no more than the noise), "behind", "failed" (every seed of the
-    # paper's cell failed, e.g. its loss diverged), or "absent" (not run, or not finished yet)
+    outcome: str  # "best", "tied" (behind by no more than the noise), "behind", "failed" (the paper's cell
+    # failed to train, e.g. its loss diverged), or "absent" (not run, not finished, or its workers died)
     winner: Cell | None
     paper: Cell | None
     rank: int | None  # 1-based, among the finished cells
@@ -75,7 +75,7 @@ def compare_with_paper(cells: list[Cell], val_images: int | None) -> Verdict:
     winner = order[0] if order else None
     noise, source = study_noise(order, val_images)
     failed = next((c for c in cells if c.optimizer == PAPER_OPTIMIZER and math.isclose(c.lr, PAPER_LR)
-                   and c.status in ("failed", "lost")), None)
+                   and c.status == "failed"), None)  # diverged: a result; "lost" (workers died) is not
     if winner is not None and paper is None and failed is not None:
         return Verdict("failed", winner, failed, None, len(order), None, noise, source)
     if winner is None or paper is None:
