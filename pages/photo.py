@@ -1,5 +1,6 @@
 """Photo: upload pictures, see every face boxed and labelled, with probabilities and downloads."""
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -70,12 +71,14 @@ except CheckpointError as exc:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def faces_in(data: bytes, weights: str, version: int, detector: str, settings: DetectorSettings, tta: bool,
-             whole: bool | None, max_pixels: int) -> list:
-    """Every face of one upload, computed once per (content, model, detector settings): reruns for
-    other widgets, other visitors and repeated uploads of the same photo reuse it."""
+             whole: bool | None, max_pixels: int) -> tuple[list, np.ndarray]:
+    """Every face of one upload and the crops it was classified on (Grad-CAM explains those), computed
+    once per (content, model, detector settings): reruns for other widgets, other visitors and repeated
+    uploads of the same photo reuse them."""
     recognizer = Recognizer.load(weights, tta=tta, detector=detector)
-    return recognizer.predict(decode_image(data, max_pixels=max_pixels).rgb, order="rgb", settings=settings,
-                              whole=whole)
+    dets, crops = recognizer.find_faces(decode_image(data, max_pixels=max_pixels).rgb, order="rgb", whole=whole,
+                                        settings=settings)
+    return recognizer.faces(dets, recognizer.classify(crops)), crops
 
 
 max_files = app.max_files
@@ -106,8 +109,8 @@ for index, upload in enumerate(files):
             st.caption(f"ℹ️ {note}")
         whole_key = f"whole_{index}_{upload.file_id}"
         whole = True if st.session_state.get(whole_key) else None
-        faces = faces_in(upload.getvalue(), str(rec.weights), rec.weights.stat().st_mtime_ns, detector, settings, tta,
-                         whole, app.max_pixels)
+        faces, crops = faces_in(upload.getvalue(), str(rec.weights), rec.weights.stat().st_mtime_ns, detector,
+                                settings, tta, whole, app.max_pixels)
         if not faces:
             st.warning("No face found in this image. Try a smaller 'Smallest face' or fewer 'Min neighbours' in "
                        "the detector settings, or classify the whole image as one face.")
@@ -135,8 +138,6 @@ for index, upload in enumerate(files):
         if explain:
             from fer_core.recognition.explain import EXPLAINED, explainer_for, gradcam, overlay
 
-            # the very crops that were classified (a whole small image is cropped without margin or alignment)
-            _, crops = rec.find_faces(decoded.rgb, order="rgb", whole=whole, settings=settings)
             maps, _ = gradcam(explainer_for(rec.weights), crops, [rec.classes.index(f.label) for f in faces])
             st.caption(f"Grad-CAM: {EXPLAINED}")
             cols = st.columns(min(len(faces), 6))

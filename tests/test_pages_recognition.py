@@ -238,13 +238,13 @@ def test_photo_page_analyses_an_upload_once(tiny_weights, monkeypatch):  # noqa:
     from fer_core.recognition.recognizer import Recognizer
 
     calls = []
-    real = Recognizer.predict
+    real = Recognizer.find_faces
 
     def counting(self, *args, **kwargs):
         calls.append(1)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Recognizer, "predict", counting)
+    monkeypatch.setattr(Recognizer, "find_faces", counting)
     at = _run("photo")
     photo, _ = _group_photo()
     at.file_uploader[0].set_value(("group.png", photo, "image/png"))
