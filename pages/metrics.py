@@ -251,7 +251,7 @@ def show_stored(card: ModelCard | None, weights: Path) -> None:
     df = pd.DataFrame([{"precision": pc[c].precision, "recall": pc[c].recall, "f1-score": pc[c].f1,
                         "support": pc[c].support} for c in shown], index=shown)
     show_report(df)
-    if test.confusion_matrix and np.shape(test.confusion_matrix) == (len(EMOTIONS), len(EMOTIONS)):
+    if test.confusion_matrix and len(test.confusion_matrix) == len(EMOTIONS):  # the card checked it is square
         mode = st.radio("Show", ["counts", "row-normalised"], horizontal=True, key="cm_mode_stored")
         st.plotly_chart(confusion_figure(np.array(test.confusion_matrix), mode == "row-normalised", None),
                         width="stretch")

@@ -73,6 +73,8 @@ def test_unknown_keys_are_kept_at_every_level() -> None:
     ({"params": "4.47 M"}, "ModelCard.params: expected a number"),  # every page formats it as a number
     ({"test": {"accuracy": "61%"}}, "TestMetrics.accuracy: expected a number"),
     ({"test": {"accuracy": True}}, "TestMetrics.accuracy: expected a number"),
+    ({"test": {"confusion_matrix": [[1, 2], [3]]}}, "square matrix of counts"),
+    ({"test": {"confusion_matrix": [["1"]]}}, "square matrix of counts"),
 ])
 def test_a_malformed_card_is_a_clear_error_and_load_card_gives_none(tmp_path: Path, change: dict,
                                                                       message: str) -> None:

@@ -108,6 +108,15 @@ def _list(value: Any) -> list:
     return value
 
 
+def _matrix(value: Any) -> list:
+    """A confusion matrix: square, of counts (pages draw it as it is)."""
+    rows = _list(value)
+    if not all(isinstance(r, list) and len(r) == len(rows) for r in rows) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for r in rows for v in r):
+        raise CardError("confusion_matrix: expected a square matrix of counts")
+    return rows
+
+
 @dataclass
 class ClassScores(_Part):
     """One class of a classification report."""
@@ -137,7 +146,7 @@ class TestMetrics(_Part):
     tta: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _nested: ClassVar = {"per_class": _dict_of(ClassScores), "confusion_matrix": _list}
+    _nested: ClassVar = {"per_class": _dict_of(ClassScores), "confusion_matrix": _matrix}
 
 
 @dataclass
