@@ -196,9 +196,11 @@ def test_explain_keeps_every_face_of_same_named_images_and_refuses_a_bad_folder(
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
         (tmp_path / d / "x.png").write_bytes((FIXTURES / "astronaut.png").read_bytes())
+    (tmp_path / "b" / "x-2.png").write_bytes((FIXTURES / "astronaut.png").read_bytes())
     out_dir = tmp_path / "why"
-    assert main([str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "--explain", str(out_dir)]) == 0
-    assert sorted(p.name for p in out_dir.iterdir()) == ["x-2_face1.png", "x_face1.png"]  # none overwritten
+    images = [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), str(tmp_path / "b" / "x-2.png")]
+    assert main([*images, "--explain", str(out_dir)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["x-2-2_face1.png", "x-2_face1.png", "x_face1.png"]
     a_file = tmp_path / "a" / "x.png"
     assert main([str(a_file), "--explain", str(a_file)]) == 2  # a file where the folder should be
     assert "error: --explain" in capsys.readouterr().err and a_file.stat().st_size > 0

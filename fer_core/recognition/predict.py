@@ -131,10 +131,13 @@ class Output:
 
 
 def predict_video(rec: Recognizer, path: Path, out: Output, every: int, settings: DetectorSettings | None,
-                  explain_dir: Path | None = None) -> str | None:
-    """Stream a video's rows as they are analysed; returns an error message, or None."""
+                  explain_dir: Path | None = None, stem: str | None = None) -> str | None:
+    """Stream a video's rows as they are analysed; returns an error message, or None. Grad-CAM PNGs
+    (``explain_dir``) are named ``<stem>_frame<N>_face<i>.png``; if they cannot be written, the rows
+    go on and the error is returned at the end."""
     from tqdm import tqdm
 
+    write_error = None
     try:
         whole_clip = VideoLimits(max_seconds=float("inf"))
         with VideoAnalysis(path, rec, every=every, settings=settings, limits=whole_clip) as clip:
@@ -143,14 +146,17 @@ def predict_video(rec: Recognizer, path: Path, out: Output, every: int, settings
                 for frame in clip:
                     out.video_frame(path, frame)
                     bar.update(clip.frames_decoded - bar.n)
-                    if explain_dir is not None and frame.faces:
-                        write_explanations(rec, frame.crops, frame.faces, explain_dir,
-                                           f"{path.stem}_frame{frame.index:06d}")  # unique at any fps
+                    if explain_dir is not None and frame.faces and write_error is None:
+                        try:
+                            write_explanations(rec, frame.crops, frame.faces, explain_dir,
+                                               f"{stem or path.stem}_frame{frame.index:06d}")  # unique at any fps
+                        except OSError as exc:
+                            write_error = f"cannot write its Grad-CAM into {explain_dir}: {exc.strerror or exc}"
     except VideoError as exc:
         return str(exc)
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror or exc}"
-    return None
+    return write_error
 
 
 def write_explanations(rec: Recognizer, crops: np.ndarray, faces: list[Face], out_dir: Path,
@@ -228,7 +234,15 @@ def _predict_all(args: argparse.Namespace, rec: Recognizer, settings: DetectorSe
                  explain_dir: Path | None) -> int:
     out = Output("json" if args.json else "csv" if args.csv else "text", rec.classes, rec.detector.name)
     failed = done = 0
-    stems: dict[str, int] = {}  # explanation names used so far
+    used: set[str] = set()  # explanation names given so far
+
+    def unique(stem: str) -> str:
+        """a/x.jpg, b/x.png (and a real x-2.jpg after them): x, x-2, x-2-2; no PNG overwrites another."""
+        name, k = stem, 2
+        while name in used:
+            name, k = f"{stem}-{k}", k + 1
+        used.add(name)
+        return name
     groups: list[list[str]] = []  # runs of image arguments, and each video alone, in the given order
     for raw in args.paths:
         if is_video(Path(raw)) or not groups or is_video(Path(groups[-1][0])):
@@ -237,7 +251,8 @@ def _predict_all(args: argparse.Namespace, rec: Recognizer, settings: DetectorSe
             groups[-1].append(raw)
     for group in groups:
         if is_video(Path(group[0])):
-            err = predict_video(rec, Path(group[0]), out, args.every, settings, explain_dir)
+            err = predict_video(rec, Path(group[0]), out, args.every, settings, explain_dir,
+                                unique(Path(group[0]).stem))
             failed, done = failed + (err is not None), done + (err is None)
             if err is not None:
                 print(f"{group[0]}: error: {err}", file=sys.stderr)
@@ -250,10 +265,8 @@ def _predict_all(args: argparse.Namespace, rec: Recognizer, settings: DetectorSe
             done += 1
             out.image(path, faces)
             if explain_dir is not None and faces:
-                stems[path.stem] = stems.get(path.stem, 0) + 1  # a/x.jpg and b/x.png: x_face1, x-2_face1
-                stem = path.stem if stems[path.stem] == 1 else f"{path.stem}-{stems[path.stem]}"
                 try:
-                    write_explanations(rec, crops, faces, explain_dir, stem)
+                    write_explanations(rec, crops, faces, explain_dir, unique(path.stem))
                 except OSError as exc:
                     failed += 1
                     print(f"{path}: error: cannot write its Grad-CAM into {explain_dir}: {exc.strerror or exc}",
