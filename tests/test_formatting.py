@@ -20,3 +20,12 @@ def test_duration_switches_to_hours_and_refuses_what_is_not_a_duration() -> None
     assert duration(22180.2) == "6h 09m"
     for bad in (None, -1, float("nan"), float("inf"), "60", True):
         assert duration(bad) == "—"
+
+
+def test_numbers_from_json_are_finite_and_never_booleans() -> None:
+    from fer_core.common.values import is_count, is_number
+
+    assert is_number(0.5) and is_number(3) and not is_number(True) and not is_number(float("nan"))
+    assert not is_number("0.5") and not is_number(None) and not is_number(float("inf"))
+    assert is_count(3) and not is_count(3.0) and not is_count(False)
+    assert percent(float("nan")) == "—"

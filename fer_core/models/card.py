@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+from fer_core.common.values import is_count, is_number
 from fer_core.models.checkpoint import resolve_weights
 from fer_core.models.zoo import ENSEMBLE, architecture_label, legacy_members
 
@@ -70,8 +71,7 @@ class _Part:
                 known[name] = read(known[name])
         for f in fields(cls):  # a number field holding text would crash every page that formats it
             value = known.get(f.name)
-            if str(f.type).removesuffix(" | None") in ("int", "float") and value is not None and (
-                    not isinstance(value, int | float) or isinstance(value, bool)):
+            if str(f.type).removesuffix(" | None") in ("int", "float") and value is not None and not is_number(value):
                 raise CardError(f"{cls.__name__}.{f.name}: expected a number, got {value!r}")
         try:
             return cls(**known, extra={k: v for k, v in d.items() if k not in names})
@@ -112,7 +112,7 @@ def _matrix(value: Any) -> list:
     """A confusion matrix: square, of counts (pages draw it as it is)."""
     rows = _list(value)
     if not all(isinstance(r, list) and len(r) == len(rows) for r in rows) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for r in rows for v in r):
+            is_count(v) for r in rows for v in r):
         raise CardError("confusion_matrix: expected a square matrix of counts")
     return rows
 

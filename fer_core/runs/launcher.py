@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fer_core.common.atomic import write_json
 from fer_core.common.paths import PROJECT_ROOT
+from fer_core.common.values import is_count
 from fer_core.runs.app_settings import AppSettings, load_settings
 from fer_core.runs.errors import RunError
 from fer_core.runs.lock import HeldLock, acquire, identity, lock_path
@@ -76,8 +77,7 @@ def resume_run(run: Path, settings: AppSettings | None = None, admin: bool = Fal
     under the same one-run lock as ``start_run``."""
     info = load_run(Path(run))
     epochs, subset = info.config.get("epochs"), info.config.get("subset")
-    readable = (isinstance(epochs, int) and not isinstance(epochs, bool)
-                and (subset is None or (isinstance(subset, int) and not isinstance(subset, bool))))
+    readable = is_count(epochs) and (subset is None or is_count(subset))
     settings = settings or load_settings()
     # unreadable: ask about the visitor alone (a budget every deployment allows), then refuse the run itself
     problems = settings.check(epochs, subset, admin) if readable else settings.check(0, 0, admin)

@@ -58,6 +58,7 @@ from optuna.trial import TrialState
 from fer_core.common.atomic import read_json, write_atomic, write_json, write_text
 from fer_core.common.formatting import percent
 from fer_core.common.paths import PROJECT_ROOT, runs_dir
+from fer_core.common.values import is_count, is_number
 from fer_core.data.prepare import PreparedData
 from fer_core.models.zoo import list_models
 from fer_core.training import loop as training
@@ -725,14 +726,10 @@ def load_study(folder: str | Path) -> tuple[dict, list[Cell]]:
             data[key] = {}
     cells = []
     for i, c in enumerate(data["cells"], 1):
-        if not isinstance(c, dict) or not isinstance(c.get("optimizer"), str) or not _is_number(c.get("lr")):
+        if not isinstance(c, dict) or not isinstance(c.get("optimizer"), str) or not is_number(c.get("lr")):
             raise ValueError(f"{folder.name}/study.json: cell {i} has no optimizer name and learning rate")
         cells.append(_cell_from_json(c))
     return data, cells
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _cell_from_json(c: dict) -> Cell:
@@ -745,12 +742,12 @@ def _cell_from_json(c: dict) -> Cell:
         if f.name in ("status", "error"):
             ok = isinstance(value, str)
         elif f.name == "seeds":
-            ok = isinstance(value, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+            ok = isinstance(value, list) and all(is_count(s) for s in value)
         elif f.name == "runs":
             value = [r for r in value if isinstance(r, dict)] if isinstance(value, list) else None
             ok = value is not None
         else:
-            ok = _is_number(value)
+            ok = is_number(value)
         if ok:
             setattr(cell, f.name, value)
     return cell
