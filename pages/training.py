@@ -40,7 +40,6 @@ STATUS_ICONS = {"finished": "✅", "running": "🏃", "preparing": "⏳", "start
                 "failed": "❌", "interrupted": "💥"}
 
 
-
 def progress_fraction(p: dict) -> tuple[float, str]:
     epochs, steps = p.get("epochs"), p.get("steps")
     if not (isinstance(epochs, int) and isinstance(steps, int) and epochs > 0 and steps > 0):

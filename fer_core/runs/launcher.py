@@ -137,5 +137,3 @@ def _spawn_worker(lock: HeldLock, out: Path, args: list[str]) -> None:
         proc.terminate()  # never leave a run going that the lock does not name
         raise TrainingError(f"cannot write the launcher lock {lock_path()}: {exc.strerror or exc}") from None
     lock.hand_over()
-
-

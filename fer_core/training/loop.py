@@ -216,8 +216,6 @@ class RunWriter:
         write_text(self.out / "history.csv", buf.getvalue())
 
 
-
-
 def default_run_dir(cfg: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return runs_dir() / f"{stamp}-{cfg.arch}-{cfg.optimizer}-lr{cfg.lr:g}"

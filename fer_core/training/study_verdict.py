@@ -119,6 +119,5 @@ def study_noise(finished: list[Cell], val_images: int | None) -> tuple[float | N
     return None, "unknown"
 
 
-
 def _points(x: float | None) -> str:
     return f"{x * 100:.1f} points" if isinstance(x, int | float) else "an unknown margin"
