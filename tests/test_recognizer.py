@@ -527,8 +527,8 @@ def test_a_phone_clip_stored_sideways_is_analysed_upright(rec, tmp_path):
     """Phones store portrait video sideways with a rotation in the file's display matrix (tkhd)."""
     import struct
 
-    face = load_pictures(Path(__file__).resolve().parent / "fixtures" / "faces")["astronaut.png"].image
-    path = _face_clip(tmp_path / "portrait.mp4", np.rot90(face, 1))  # turned a quarter counterclockwise
+    face = load_pictures(Path(__file__).resolve().parent / "fixtures" / "faces")["astronaut.png"].image[:, 64:448]
+    path = _face_clip(tmp_path / "portrait.mp4", np.rot90(face, 1))  # 384x512 portrait, stored 512x384
     data = bytearray(path.read_bytes())
     identity = struct.pack(">9i", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
     at = data.rfind(identity)  # the track's matrix (the movie header's comes first)
@@ -538,6 +538,7 @@ def test_a_phone_clip_stored_sideways_is_analysed_upright(rec, tmp_path):
         assert next(c.decode(c.streams.video[0])).rotation == -90
     res = analyse_video(path, rec, every=1)
     assert res.frames_analysed == 5 and len({r["frame"] for r in res.rows}) == 5  # the face, in every frame
+    assert (res.width, res.height) == (face.shape[1], face.shape[0])  # its size as a player shows it
 
 
 def test_a_big_batch_gets_the_default_threads_even_in_a_thread_started_at_one():

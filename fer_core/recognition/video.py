@@ -228,6 +228,7 @@ class VideoAnalysis:
                 turn = round(getattr(frame, "rotation", 0) or 0) // 90  # a phone's portrait clip, stored sideways
                 if turn % 4:
                     rgb = np.ascontiguousarray(np.rot90(rgb, k=turn))  # upright, as a player shows it
+                    self.height, self.width = rgb.shape[:2]  # its size as shown, too
                 dets, crops = rec.find_faces(rgb, order="rgb", whole=False, settings=self.settings)
                 faces = tracker.update(dets, rec.classify(crops))
                 self.frames_analysed += 1
@@ -263,6 +264,7 @@ def analyse_video(source: str | os.PathLike | BinaryIO, recognizer: Recognizer, 
     with VideoAnalysis(source, recognizer, every, smoothing, settings, limits, should_stop) as clip:
         result.fps, result.width, result.height, result.codec = clip.fps, clip.width, clip.height, clip.codec
         for frame in clip:
+            result.width, result.height = clip.width, clip.height  # as shown: a portrait clip is turned upright
             result.rows += frame.rows()
             result.frames_decoded, result.frames_analysed = clip.frames_decoded, clip.frames_analysed
             result.last_time_s = frame.time_s
