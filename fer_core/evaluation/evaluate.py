@@ -18,6 +18,7 @@ import torch
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 from torch import nn
 
+from fer_core.common.formatting import percent
 from fer_core.common.labels import EMOTIONS
 from fer_core.data.dataset import Split
 
@@ -70,7 +71,7 @@ class Evaluation:
                 " " * width + "".join(f"{c[:7]:>9}" for c in EMOTIONS)]
         rows += [f"{c:<{width}}" + "".join(f"{v:>9}" for v in cm[i]) for i, c in enumerate(EMOTIONS)]
         m = self.metrics()
-        head = (f"accuracy {m['accuracy'] * 100:.2f}%  macro-F1 {m['macro_f1']:.4f}  "
+        head = (f"accuracy {percent(m['accuracy'], 2)}  macro-F1 {m['macro_f1']:.4f}  "
                 f"weighted-F1 {m['weighted_f1']:.4f}  n={self.n}  tta={'on' if self.tta else 'off'}")
         return "\n".join([head, "", report, *rows])
 

@@ -26,6 +26,7 @@ import torch
 
 from fer_core.common.atomic import write_json, write_text
 from fer_core.common.device import cpu_name, resolve_precision
+from fer_core.common.formatting import percent
 from fer_core.common.labels import EMOTIONS
 from fer_core.common.paths import WEIGHTS_DIR
 from fer_core.data.dataset import Split, load_split
@@ -69,17 +70,17 @@ def card_markdown(card: ModelCard) -> str:
         f"{STORAGE_WORDS[card.stored_as]}",
         f"- Trained with: `{card.train_command}`",
         f"- Training: {card.epochs} epochs, {card.train_minutes or 0:.0f} min on {card.hardware}; "
-        "best validation accuracy " + " / ".join(f"{v * 100:.2f}%" for v in card.val_acc or [])
+        "best validation accuracy " + " / ".join(percent(v, 2) for v in card.val_acc or [])
         + " (validation = stratified slice of train/, per trained network)",
         *[f"- Distilled from `{c['teacher']}`: each training target was {1 - c['distill']:g} label + "
           f"{c['distill']:g} that teacher's probabilities (`fer_core/training/distill.py`)"
           for c in config if c.get("teacher")],
         f"- Data: train hash `{data.train_hash}` ({data.train} images after cleaning), "
         + (f"test hash `{data.test_hash}`" if data.test_hash else "trained without test/ beside it (no test hash)"),
-        *([f"- Validation slice of train/ (n={v.n}, where choices were made): {v.accuracy * 100:.2f}% "
-            f"({v.tta_accuracy * 100:.2f}% with TTA)"] if (v := card.val) else []),
-        f"- **Test (FER-2013 PublicTest, n={t.n})**: accuracy **{(t.accuracy or 0) * 100:.2f}%**, macro-F1 "
-        f"**{t.macro_f1:.4f}** (no TTA); with TTA (14 views) {(tt.accuracy or 0) * 100:.2f}% / {tt.macro_f1:.4f}",
+        *([f"- Validation slice of train/ (n={v.n}, where choices were made): {percent(v.accuracy, 2)} "
+            f"({percent(v.tta_accuracy, 2)} with TTA)"] if (v := card.val) else []),
+        f"- **Test (FER-2013 PublicTest, n={t.n})**: accuracy **{percent(t.accuracy, 2)}**, macro-F1 "
+        f"**{t.macro_f1:.4f}** (no TTA); with TTA (14 views) {percent(tt.accuracy, 2)} / {tt.macro_f1:.4f}",
         f"- Evaluate: `{card.eval_command}`",
         f"- Latency ({lat.precision}, {lat.cpu}): "
         f"{lat.latency_b1_ms:.2f} ms per face at batch 1, "
@@ -97,7 +98,7 @@ def card_markdown(card: ModelCard) -> str:
         lines.append(f"| **{c}** | " + " | ".join(str(v) for v in row) + " |")
     worst = min(EMOTIONS, key=lambda c: t.per_class[c].recall)
     lines += ["", f"Known weaknesses: lowest recall on **{worst}** "
-              f"({t.per_class[worst].recall * 100:.0f}%); FER-2013 labels are noisy (human accuracy is "
+              f"({percent(t.per_class[worst].recall, 0)}); FER-2013 labels are noisy (human accuracy is "
               "about 65±5%), faces are 48x48 grey crops of mostly frontal, adult faces, so expect lower "
               "accuracy on profile views, children, strong lighting and occlusions.", ""]
     return "\n".join(lines)
