@@ -45,7 +45,10 @@ with st.expander("Detector settings"):
         c2.caption("Faces are rotated upright by their eye landmarks before classification.")
     min_size = c3.slider("Smallest face (px)", 20, 400, defaults.min_size, 4)
     c4, c5, c6 = st.columns(3)
-    max_side = c4.select_slider("Detect on a copy at most this wide (px)", [320, 480, 640, 960, 1280, 1920, 0],
+    # full size is for local use: on a public deployment one visitor's 50-megapixel pyramid would hold the
+    # detector (shared by every visitor and webcam) for tens of seconds
+    sides = [320, 480, 640, 960, 1280, 1920] + ([] if app.public else [0])
+    max_side = c4.select_slider("Detect on a copy at most this wide (px)", sides,
                                 value=defaults.max_side, format_func=lambda v: "full size" if v == 0 else str(v),
                                 help="Downscaling speeds detection up; small faces in big photos need more pixels.")
     margin = c5.slider("Margin around each face", 0.0, 0.5, float(DETECTORS[detector].margin), 0.01,

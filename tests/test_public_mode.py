@@ -164,6 +164,8 @@ def test_photo_caps_are_named_in_their_refusals(public: Path, monkeypatch: pytes
     at.file_uploader[0].set_value(("big.png", buf.getvalue(), "image/png")).run()
     assert not at.exception
     assert "FER_MAX_PIXELS" in at.error[0].value and "big.png" in at.error[0].value
+    assert 0 not in at.select_slider[0].options and "full size" not in at.select_slider[0].options  # one
+    # visitor's full-size detection would hold the shared detector for everyone
 
 
 @pytest.mark.parametrize(("env", "expect"), [
