@@ -223,7 +223,7 @@ def show_training(weights: Path, card: ModelCard | None) -> None:
         try:
             config = json.loads((run / "config.json").read_text())
             st.caption(f"Run folder `{shown_path(run)}` — its config (click to expand):")
-            st.json(shown_paths(config), expanded=False)
+            st.json(shown_paths(config, hide_outside=public), expanded=False)
         except (OSError, ValueError):
             st.caption("This run has no readable config.json.")
     elif card and card.config:

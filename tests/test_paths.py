@@ -41,3 +41,9 @@ def test_shown_message_hides_the_server_layout_in_error_texts(monkeypatch: pytes
     monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path / "runs"))
     text = f"{paths.WEIGHTS_DIR}/x.safetensors: unreadable; {tmp_path}/runs/r1/model.safetensors"
     assert paths.shown_message(text) == "weights/x.safetensors: unreadable; runs/r1/model.safetensors"
+
+
+def test_outside_paths_are_cut_to_their_name_for_visitors(tmp_path: Path) -> None:
+    config = {"data": "/srv/fer2013", "out": str(paths.PROJECT_ROOT / "runs" / "r1")}
+    assert paths.shown_paths(config) == {"data": "/srv/fer2013", "out": "runs/r1"}  # a local user's own paths
+    assert paths.shown_paths(config, hide_outside=True) == {"data": "…/fer2013", "out": "runs/r1"}

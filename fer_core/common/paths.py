@@ -34,31 +34,37 @@ def runs_dir() -> Path:
     return Path(os.environ.get("FER_RUNS_DIR") or PROJECT_ROOT / "runs")
 
 
-def shown_path(path: str | Path) -> str:
+def _roots() -> tuple[tuple[Path, str], ...]:
+    return (runs_dir(), "runs/"), (PROJECT_ROOT, "")
+
+
+def shown_path(path: str | Path, hide_outside: bool = False) -> str:
     """A path as the project names it (``weights/model.safetensors``, ``runs/<name>``), never the
-    server's absolute path: visitors of a deployment neither need nor should see its layout."""
+    server's absolute path: visitors of a deployment neither need nor should see its layout. A path
+    outside the project stays whole for a local user, and is cut to ``…/<name>`` with ``hide_outside``
+    (a public deployment's data may live anywhere on its server)."""
     path = Path(path)
-    for root, prefix in ((runs_dir(), "runs/"), (PROJECT_ROOT, "")):
+    for root, prefix in _roots():
         if path.is_absolute() and path.is_relative_to(root):
             return prefix + str(path.relative_to(root))
-    return str(path)
+    return f"…/{path.name}" if hide_outside and path.is_absolute() else str(path)
 
 
-def shown_paths(value: object) -> object:
+def shown_paths(value: object, hide_outside: bool = False) -> object:
     """``shown_path`` on every absolute path inside a JSON value (a run's config names its data and
     run folder), so that a config shown to visitors carries no server layout either."""
     if isinstance(value, dict):
-        return {k: shown_paths(v) for k, v in value.items()}
+        return {k: shown_paths(v, hide_outside) for k, v in value.items()}
     if isinstance(value, list):
-        return [shown_paths(v) for v in value]
+        return [shown_paths(v, hide_outside) for v in value]
     if isinstance(value, str) and value.startswith("/"):
-        return shown_path(value)
+        return shown_path(value, hide_outside)
     return value
 
 
 def shown_message(text: str) -> str:
     """An error message as visitors may read it: the project's and the runs directory's absolute
     paths inside it written as ``shown_path`` writes them (errors name files, deployments hide layout)."""
-    for root, prefix in ((runs_dir(), "runs/"), (PROJECT_ROOT, "")):
+    for root, prefix in _roots():
         text = text.replace(f"{root}/", prefix)
     return text
