@@ -37,8 +37,8 @@ def overview(studies: list[Path]) -> pd.DataFrame:
             meta, cells = load_study(folder)
         except ValueError:
             continue
-        budget = meta.get("budget", {})
-        verdict = compare_with_paper(cells, (meta.get("data_sizes") or {}).get("val"))
+        budget = meta["budget"]  # load_study makes budget and data_sizes dicts
+        verdict = compare_with_paper(cells, meta["data_sizes"].get("val"))
         best, paper = verdict.winner, verdict.paper
         rows.append({"study": shown_path(str(folder)), "network": budget.get("arch"),
                      "epochs": budget.get("epochs"), "images per class": str(budget.get("subset") or "all"),
@@ -85,8 +85,7 @@ if not cells:
     st.warning("This study has no cells yet.")
     st.stop()
 
-budget = meta.get("budget", {})
-sizes = meta.get("data_sizes") or {}
+budget, sizes = meta["budget"], meta["data_sizes"]  # dicts, whatever the file held (load_study)
 runs, done = meta.get("runs_done"), meta.get("cells_done")
 several_seeds = isinstance(runs, int) and isinstance(done, int) and runs > done
 runs_note = f" ({runs} runs, counting every seed)" if several_seeds else ""

@@ -495,6 +495,11 @@ def run_facts(config: dict) -> dict:
     return {"device": config.get("device"), "precision": config.get("precision"), "data": config.get("data")}
 
 
+def ran_on(facts: dict) -> dict:
+    """``run_facts`` as study.json states them for the whole study."""
+    return {"device": facts.get("device"), "precision": facts.get("precision"), "data_sizes": facts.get("data")}
+
+
 def run_result(folder: Path, optimizer: str, lr: float, wall: float, error: str | None) -> dict:
     """A trained (or failed, or cancelled) run folder as the trial's user attributes."""
     cell = read_cell(folder, optimizer, lr)
@@ -654,7 +659,7 @@ def study_meta(sc: StudyConfig, trials: list[optuna.trial.FrozenTrial], cells: l
     storage = "study.db beside this file" if sc.storage is None else store.display_url(sc.storage_url())
     return {"study_name": sc.name(), "storage": storage,  # a report names no server path
             "runs_done": sum(r["status"] in TERMINAL for r in runs), "runs_total": len(runs),
-            "device": attrs.get("device"), "precision": attrs.get("precision"), "data_sizes": attrs.get("data")}
+            **ran_on(attrs)}
 
 
 # --------------------------------------------------------------------------- outputs
@@ -696,8 +701,7 @@ def _csv(sc: StudyConfig, cells: list[Cell]) -> str:
 
 def _meta_from_folders(sc: StudyConfig, done: list[Cell]) -> dict:
     """Device and data of a summary written without the database (cells given by hand)."""
-    facts = run_facts(read_json(sc.out / "cells" / done[0].name / "config.json") if done else {})
-    return {"device": facts["device"], "precision": facts["precision"], "data_sizes": facts["data"]}
+    return ran_on(run_facts(read_json(sc.out / "cells" / done[0].name / "config.json") if done else {}))
 
 
 def known_studies() -> list[Path]:
