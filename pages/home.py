@@ -35,11 +35,14 @@ def show_model(title: str, weights: Path) -> None:
     members = card.ensemble_members  # the full list is long for a metric: in its tooltip and the table below
     c1.metric("Architecture", f"ensemble of {len(members)}" if members else card.architecture,
               help=card.architecture if members else None)
-    c2.metric("Test accuracy", percent(test.accuracy))
+    c2.metric("FER+ majority accuracy" if test.agreement is not None else "Test accuracy", percent(test.accuracy))
     c3.metric("Macro-F1", f"{test.macro_f1:.3f}" if test.macro_f1 is not None else "—")
     c4.metric("Parameters", f"{card.params / 1e6:.2f} M" if card.params else "—")
+    scored = card.test_words or f"the {test.split or 'test'} split"
     st.caption(f"Weights: `{shown_path(weights)}` · trained {card.date or 'in a run'} · "
-               f"scored on {test.n if test.n is not None else '?'} images of the {test.split or 'test'} split")
+               f"scored on {test.n if test.n is not None else '?'} images of {scored}"
+               + (f" · answers {len(card.model_classes)} emotions, with {', '.join(extra)}"
+                  if (extra := [c for c in card.model_classes if c not in EMOTIONS]) else ""))
 
 
 live, accurate = active_weights(), accurate_weights()
@@ -50,7 +53,9 @@ else:
     show_model("Live video (webcam, video files)", live)
 
 shipped = {name: load_card(path) for name, path in shipped_models().items()}
-rows = [{"model": name, "architecture": c.architecture, "test accuracy": percent(c.test.accuracy),
+scored_on = {c.test_words for c in shipped.values() if c and c.test and c.test.accuracy is not None}
+rows = [{"model": name, "architecture": c.architecture, **({"scored on": c.test_words} if len(scored_on) > 1 else {}),
+         "test accuracy": percent(c.test.accuracy),
          "with TTA": percent(c.test_tta.accuracy if c.test_tta else None),
          "macro-F1": f"{c.test.macro_f1:.3f}" if c.test.macro_f1 is not None else "—",
          "parameters": f"{c.params / 1e6:.2f} M" if c.params else "—",
@@ -59,8 +64,13 @@ rows = [{"model": name, "architecture": c.architecture, "test accuracy": percent
 if rows:
     st.subheader("Shipped models, side by side")
     st.dataframe(rows, hide_index=True, width="stretch")
-    st.caption("All on FER-2013 PublicTest (3,589 faces). `paper` is the paper's CNN trained as the paper "
-               "describes (AMSGrad, lr 0.01); the others are ours. Details: weights/MODEL_CARD.md.")
+    sizes = {c.test.n for c in shipped.values() if c and c.test and c.test.accuracy is not None}
+    where = ""
+    if len(scored_on) == 1 and None not in scored_on:  # else each row says where it was scored
+        size = next(iter(sizes))
+        where = f"All on {next(iter(scored_on))}" + (f" ({size:,} faces). " if len(sizes) == 1 and size else ". ")
+    st.caption(where + "`paper` is the paper's CNN trained as the paper describes (AMSGrad, lr 0.01); the others "
+               "are ours. Details: weights/MODEL_CARD.md.")
 
 st.subheader("Where to go")
 cols = st.columns(3)

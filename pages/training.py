@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 
 from fer_core.common.formatting import duration, percent
 from fer_core.common.paths import default_data_path, shown_path
+from fer_core.data.dataset import DatasetError, is_ferplus
 from fer_core.models.active import DEFAULT_WEIGHTS, accurate_weights, active_weights
 from fer_core.models.checkpoint import CheckpointError
 from fer_core.models.zoo import describe, list_models
@@ -31,6 +32,7 @@ from fer_core.runs.lock import current_lock
 from fer_core.runs.store import Run, list_runs, load_run
 from fer_core.training.history import ACTIVE_STATES, read_history
 from fer_core.training.loop import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError
+from fer_core.training.targets import TARGET_MODES
 
 REFRESH_S = 1.5
 LR_PRESETS = ["0.1", "0.01", "0.001", "0.0001"]  # the paper's grid
@@ -159,10 +161,31 @@ def launch_problems(cfg: TrainConfig, settings: AppSettings, admin: bool) -> lis
 def dataset_field(settings: AppSettings) -> str:
     """A free-text path locally; on a public deployment only the configured dataset (no server paths)."""
     if settings.may_choose_paths():
-        return st.text_input("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv",
+        return st.text_input("Dataset: a FER-2013 folder (train/ test/) or fer2013.csv; or FER+ (Microsoft's "
+                             "FER2013Train/ FER2013Valid/ folders, or fer2013.csv beside fer2013new.csv)",
                              value=str(default_data_path()), key="data")
-    st.caption("Dataset: the FER-2013 copy this deployment is configured with (`FER_DATA`).")
+    st.caption("Dataset: the copy this deployment is configured with (`FER_DATA`).")
     return str(default_data_path())
+
+
+TARGET_HELP = {"majority": "the majority label (on FER-2013: its one label)",
+               "probability": "a label drawn from the ten votes at every step (Barsoum et al.'s best)",
+               "crossentropy": "the vote distribution itself",
+               "multitarget": "any emotion with at least 30% of the votes counts as right"}
+
+
+def target_field(data: str) -> str:
+    """The label source the data offers, and for FER+ which of its four targets to train on."""
+    try:
+        ferplus = is_ferplus(data.strip()) if data.strip() else False
+    except (DatasetError, OSError):
+        ferplus = False
+    if not ferplus:
+        st.caption("Labels: FER-2013's one label per face, 7 classes. Give FER+ data to train on its votes.")
+        return "majority"
+    return st.selectbox("Labels: FER+ (ten votes per face, 8 classes incl. contempt); train on", TARGET_MODES,
+                        index=TARGET_MODES.index("probability"), key="target",
+                        format_func=lambda m: f"{m}: {TARGET_HELP[m]}")
 
 
 def launcher(settings: AppSettings, runs: list[Run], admin: bool) -> None:
@@ -186,6 +209,7 @@ def launcher(settings: AppSettings, runs: list[Run], admin: bool) -> None:
     c8, c9 = st.columns(2)
     schedule = c8.selectbox("Learning-rate schedule", SCHEDULES, index=SCHEDULES.index("onecycle"), key="schedule")
     augment = c9.checkbox("Augmentation (flips, shifts, rotations)", value=True, key="augment")
+    target = target_field(data)
 
     lr_problems: list[str] = []
     try:
@@ -195,7 +219,7 @@ def launcher(settings: AppSettings, runs: list[Run], admin: bool) -> None:
         lr_problems.append(f"learning rate '{lr_text}' is not a number")
     cfg = TrainConfig(data=data.strip(), arch=arch, optimizer=optimizer, lr=lr, epochs=int(epochs),
                       batch_size=int(batch), subset=int(subset) or None, seed=int(seed), schedule=schedule,
-                      augment=bool(augment))
+                      augment=bool(augment), target=target)
     problems = lr_problems + [p for p in launch_problems(cfg, settings, admin)
                               if not (lr_problems and p.startswith("learning rate"))]
     busy = current_lock()

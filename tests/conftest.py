@@ -60,6 +60,79 @@ def write_csv_dataset(path: Path, per_usage: dict[str, int], seed: int = 0) -> P
     return path
 
 
+FERPLUS_ORDER = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown", "NF")
+"""The order of the ten vote counts in FER+'s files (Microsoft's)."""
+FERPLUS_CLASSES = (*EMOTIONS, "contempt")
+
+
+def make_ferplus_face(label: int, rng: np.random.Generator) -> np.ndarray:
+    """``make_face`` for FER-2013's classes; contempt (label 7) is a ring, which no bar looks like."""
+    if label < len(EMOTIONS):
+        return make_face(label, rng)
+    img = rng.normal(100, 12, (48, 48)).clip(0, 255).astype(np.uint8)
+    cv2.circle(img, (24, 24), 12, 230, 3)
+    return img
+
+
+def ferplus_votes(label: int, rng: np.random.Generator, ambiguous: bool = False) -> list[int]:
+    """Ten votes in FER+'s column order: a clear majority for ``label`` (plus one outlier vote), or an
+    ambiguous 4/3/3 split that FER+'s majority protocol drops."""
+    votes = [0] * 10
+    mine = FERPLUS_ORDER.index(FERPLUS_CLASSES[label])
+    others = [i for i in range(8) if i != mine]
+    a, b = rng.choice(others, 2, replace=False)
+    if ambiguous:
+        votes[mine], votes[a], votes[b] = 4, 3, 3
+    else:
+        votes[mine], votes[a], votes[b] = 7, 2, 1
+    return votes
+
+
+def write_ferplus_folders(root: Path, per_class: dict[str, int], seed: int = 0, ambiguous: int = 1) -> Path:
+    """FER+ in Microsoft's layout: FER2013{Train,Valid,Test}/ with PNGs and a headerless label.csv; every
+    class gets ``per_class[folder]`` clear faces plus ``ambiguous`` faces without a majority."""
+    rng = np.random.default_rng(seed)
+    k = 0
+    for folder, n in per_class.items():
+        d = root / folder
+        d.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for label in range(len(FERPLUS_CLASSES)):
+            for i in range(n + ambiguous):
+                name = f"fer{k:07d}.png"
+                k += 1
+                cv2.imwrite(str(d / name), make_ferplus_face(label, rng))
+                votes = ferplus_votes(label, rng, ambiguous=i >= n)
+                rows.append(f'{name},"(0, 0, 48, 48)",' + ",".join(map(str, votes)))
+        (d / "label.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def write_ferplus_csv_pair(folder: Path, per_usage: dict[str, int], seed: int = 0) -> Path:
+    """FER+ as the pair fer2013.csv + fer2013new.csv, row for row; FER-2013's label of each face is the
+    FER+ majority except for every fifth face, and every usage gets one row with no image name (not a face)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    old, new = ["emotion,pixels,Usage"], ["Usage,Image name," + ",".join(FERPLUS_ORDER)]
+    k = 0
+    for usage, n in per_usage.items():
+        for label in range(len(EMOTIONS)):
+            for i in range(n + (label == 0)):
+                old_label = (label + 1) % len(EMOTIONS) if i % 5 == 4 else label
+                old.append(f"{old_label},{' '.join(map(str, make_face(label, rng).ravel()))},{usage}")
+                name = "" if i == n else f"fer{k:07d}.png"
+                new.append(f"{usage},{name}," + ",".join(map(str, ferplus_votes(label, rng))))
+                k += 1
+    (folder / "fer2013.csv").write_text("\n".join(old) + "\n")
+    (folder / "fer2013new.csv").write_text("\n".join(new) + "\n")
+    return folder
+
+
+@pytest.fixture
+def ferplus_data(tmp_path: Path) -> Path:
+    return write_ferplus_folders(tmp_path / "ferplus", {"FER2013Train": 12, "FER2013Valid": 4})
+
+
 @pytest.fixture
 def folder_data(tmp_path: Path) -> Path:
     return write_folder_dataset(tmp_path / "fer", {"train": 40, "test": 10})

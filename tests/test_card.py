@@ -121,3 +121,95 @@ def test_every_shipped_card_renders_in_the_model_card_markdown() -> None:
         card = ModelCard.from_dict(json.loads(path.read_text()))
         text = card_markdown(card)
         assert text.startswith(f"## `{card.name}` — {card.architecture}\n") and "| **neutral** |" in text
+
+
+# --------------------------------------------------------------------------- models with their own label space
+
+
+def ferplus_card() -> dict:
+    """A shipped card of an 8-class FER+ model, scored on FER+ valid and also on FER-2013's test split."""
+    from fer_core.common.labels import FERPLUS_EMOTIONS
+
+    d = json.loads((WEIGHTS_DIR / "model.json").read_text())
+    k = len(FERPLUS_EMOTIONS)
+    per_class = {c: {"precision": 0.5, "recall": 0.1 * (i + 1), "f1": 0.4, "support": 10 + i}
+                 for i, c in enumerate(FERPLUS_EMOTIONS)}
+    test = {"split": "val", "accuracy": 0.81, "macro_f1": 0.6, "weighted_f1": 0.8, "per_class": per_class,
+            "confusion_matrix": [[int(i == j) * 10 for j in range(k)] for i in range(k)], "n": 3000, "tta": False,
+            "classes": list(FERPLUS_EMOTIONS), "agreement": 0.712, "vote_cross_entropy": 0.845}
+    also = {"data": "fer2013", "split": "test", "n": 3589, "accuracy": 0.55, "macro_f1": 0.5,
+            "per_class": {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 9} for c in EMOTIONS},
+            "classes": list(EMOTIONS)}
+    return {**d, "name": "ferplus", "classes": list(FERPLUS_EMOTIONS),
+            "eval_command": "fer-evaluate --data data/ferplus --split val --weights weights/ferplus.safetensors",
+            "test_set": "FER+ valid (FER-2013 PublicTest, majority protocol)",
+            "test": test, "test_tta": {**test, "tta": True, "accuracy": 0.82}, "also": [also]}
+
+
+def test_an_eight_class_card_reads_its_classes_fer_plus_measures_and_extra_evaluations() -> None:
+    from fer_core.common.labels import FERPLUS_EMOTIONS
+
+    d = ferplus_card()
+    card = ModelCard.from_dict(d)
+    assert card.to_dict() == d
+    assert card.model_classes == card.test_classes == FERPLUS_EMOTIONS
+    assert card.test is not None and card.test.agreement == 0.712 and card.test.vote_cross_entropy == 0.845
+    assert card.test.extra == {} and card.extra == {}  # every new field is a known one
+    assert card.test_words == "FER+ valid (FER-2013 PublicTest, majority protocol)"
+    assert card.also is not None and card.also[0].data == "fer2013" and card.also[0].label_space() == EMOTIONS
+    assert card.also[0].per_class is not None and "contempt" not in card.also[0].per_class
+
+
+def test_an_old_card_is_fer2013s_seven_classes_on_publictest() -> None:
+    card = read_card(WEIGHTS_DIR / "model.json")
+    assert card is not None and card.classes is None and card.also is None
+    assert card.model_classes == card.test_classes == EMOTIONS
+    assert card.test_words == "FER-2013 PublicTest"
+    assert card.test is not None and card.test.agreement is None
+    run = ModelCard.from_dict({"name": "r", "arch": "tiny", "source": "run", "test": {"split": "test"}})
+    assert run.test_words is None  # a run's card knows its split's name only
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"classes": "angry"}, "expected a list"),
+    ({"classes": [1, 2]}, "list of class names"),
+    ({"also": {"data": "x"}}, "expected a list of TestMetrics"),
+    ({"also": [{"accuracy": "55%"}]}, "TestMetrics.accuracy: expected a number"),
+])
+def test_malformed_classes_or_extra_evaluations_are_clear_errors(change: dict, message: str) -> None:
+    with pytest.raises(CardError, match=message):
+        ModelCard.from_dict({**ferplus_card(), **change})
+
+
+def test_an_eight_class_card_renders_contempt_fer_plus_measures_and_its_extra_evaluations() -> None:
+    from fer_core.runs.ship import card_markdown
+
+    text = card_markdown(ModelCard.from_dict(ferplus_card()))
+    assert "**Test (FER+ valid (FER-2013 PublicTest, majority protocol), n=3000)**: FER+ majority accuracy" in text
+    assert "| contempt | 0.500 | 0.800 | 0.400 | 17 |" in text  # the per-class table
+    assert "| **contempt** | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 10 |" in text  # the confusion matrix's row
+    assert "rows: true majority label" in text
+    assert "annotator agreement **0.712**" in text and "cross-entropy vs votes **0.845 nats**" in text
+    assert "Also measured on" in text and "| fer2013 | test | 3589 | 55.00% | 0.5000 | angry 0.50 · " in text
+    assert "lowest recall on **angry**" in text and "FER+ labels are the majority of ten annotators" in text
+    assert "- Classes (8): angry, disgust, fear, happy, sad, surprise, neutral, contempt" in text
+
+
+def test_a_seven_class_model_scored_on_fer_plus_says_what_it_cannot_answer() -> None:
+    from fer_core.runs.ship import card_markdown
+
+    d = ferplus_card()
+    del d["classes"]  # FER-2013's seven
+    d["test"]["per_class"]["contempt"]["recall"] = 0.0
+    text = card_markdown(ModelCard.from_dict(d))
+    assert "lowest recall on **contempt** (0%)" in text and "does not answer contempt" in text
+    assert "| contempt |" in text and "- Classes" not in text
+
+
+def test_old_cards_render_as_fer2013_without_fer_plus_parts() -> None:
+    from fer_core.runs.ship import card_markdown
+
+    for path in SHIPPED_CARDS:
+        text = card_markdown(ModelCard.from_dict(json.loads(path.read_text())))
+        assert "(FER-2013 PublicTest, n=" in text and "contempt" not in text
+        assert "annotator agreement" not in text and "Also measured on" not in text

@@ -14,9 +14,10 @@ from fer_core.data.dataset import load_split
 from fer_core.evaluation.evaluate import predict_probs
 from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
 from fer_core.models.zoo import ModelConfig, create_model
-from fer_core.training.distill import blended_targets, teacher_probs
+from fer_core.training.distill import teacher_probs
 from fer_core.training.loop import TrainingError, resume, train
 from fer_core.training.resume import STATE_FILE
+from fer_core.training.targets import step_targets
 from tests.conftest import QUIET
 from tests.test_resume import _rows, _stop_after_epochs
 from tests.test_training import _cfg
@@ -30,10 +31,15 @@ def teacher(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_targets_blend_one_hot_labels_with_the_teachers_probabilities() -> None:
     labels = torch.tensor([0, 3])
     soft = torch.tensor([[0.1, 0.2, 0.0, 0.7, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5, 0.0, 0.5, 0.0]])
-    assert blended_targets(labels, None, 0.5) is labels  # no teacher: plain class indices
-    assert blended_targets(labels, soft, 0.0).argmax(1).tolist() == [0, 3]
-    assert torch.equal(blended_targets(labels, soft, 1.0), soft)
-    mixed = blended_targets(labels, soft, 0.5)
+    g = torch.Generator()
+
+    def blended(teacher: torch.Tensor | None, weight: float) -> torch.Tensor:
+        return step_targets("majority", labels, None, teacher, weight, g)
+
+    assert blended(None, 0.5) is labels  # no teacher: plain class indices
+    assert blended(soft, 0.0).argmax(1).tolist() == [0, 3]
+    assert torch.equal(blended(soft, 1.0), soft)
+    mixed = blended(soft, 0.5)
     assert torch.allclose(mixed[0], torch.tensor([0.55, 0.1, 0, 0.35, 0, 0, 0]))
     assert torch.allclose(mixed.sum(1), torch.ones(2))
 

@@ -98,3 +98,29 @@ def test_unusable_weights_raise_checkpoint_error(tmp_path: Path, data: Path) -> 
         cached_evaluate(bad, load_split(data, "test"))
     with pytest.raises(CheckpointError):
         cached_evaluate(tmp_path / "missing.safetensors", load_split(data, "test"))
+
+
+def test_an_eight_class_model_is_cached_in_each_datas_classes(tmp_path: Path, data: Path) -> None:
+    from fer_core.common.labels import EMOTIONS, FERPLUS_EMOTIONS
+    from fer_core.evaluation.cache import load_cached
+    from tests.conftest import write_ferplus_folders
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(create_model("tiny", 8),
+                              ModelConfig(arch="tiny", num_classes=8, classes=list(FERPLUS_EMOTIONS)),
+                              tmp_path / "m8.safetensors")
+    model, cfg = load_checkpoint(weights)
+    ferplus = load_split(write_ferplus_folders(tmp_path / "ferplus", {"FER2013Valid": 3}), "val")
+    fer2013 = load_split(data, "test")
+    for split, classes in ((ferplus, FERPLUS_EMOTIONS), (fer2013, EMOTIONS)):
+        first, hit1 = cached_evaluate(weights, split)
+        second, hit2 = cached_evaluate(weights, split)
+        assert (hit1, hit2) == (False, True)
+        ref = evaluate(model, split, classes=cfg.classes)
+        assert second.classes == first.classes == classes and second.probs.shape == (len(split), len(classes))
+        np.testing.assert_array_equal(second.probs, ref.probs)
+        assert second.metrics() == ref.metrics()
+    assert "agreement" in cached_evaluate(weights, ferplus)[0].metrics()  # the votes come back with a hit
+    entry = cache_path(weights_hash(weights), ferplus.content_hash(), "val", False, ferplus.classes)
+    assert entry.is_file() and load_cached(entry, len(ferplus), EMOTIONS) is None  # other classes: not served
+    assert not entry.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,22 @@ def test_home_explains_a_model_without_card(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("FER_WEIGHTS", str(weights))
     at = _run()
     assert any("No model card" in w.value for w in at.warning)
+
+
+def test_home_shows_an_eight_class_fer_plus_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fer_core.common.labels import FERPLUS_EMOTIONS
+
+    cfg = ModelConfig(arch="tiny", num_classes=8, classes=list(FERPLUS_EMOTIONS))
+    weights = save_checkpoint(create_model("tiny", 8), cfg, tmp_path / "m8.safetensors")
+    (tmp_path / "m8.json").write_text(json.dumps({
+        "name": "m8", "arch": "tiny", "classes": list(FERPLUS_EMOTIONS), "date": "2026-01-01",
+        "test_set": "FER+ valid (FER-2013 PublicTest, majority protocol)",
+        "test": {"split": "val", "accuracy": 0.8123, "macro_f1": 0.61, "n": 3000, "classes": list(FERPLUS_EMOTIONS),
+                 "agreement": 0.7, "vote_cross_entropy": 0.9}}))
+    monkeypatch.setenv("FER_WEIGHTS", str(weights))
+    at = _run()
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["FER+ majority accuracy"] == "81.2%"
+    captions = " ".join(c.value for c in at.caption)
+    assert "3000 images of FER+ valid (FER-2013 PublicTest, majority protocol)" in captions
+    assert "answers 8 emotions, with contempt" in captions

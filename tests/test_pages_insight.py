@@ -11,12 +11,13 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from fer_core import EMOTIONS
+from fer_core.common.labels import FERPLUS_EMOTIONS
 from fer_core.data.cleaning import clean_train
 from fer_core.data.dataset import load_split
 from fer_core.evaluation.evaluate import evaluate
 from fer_core.models.checkpoint import load_checkpoint, save_checkpoint
 from fer_core.models.zoo import ModelConfig, create_model
-from tests.conftest import write_folder_dataset
+from tests.conftest import write_ferplus_folders, write_folder_dataset
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
 
@@ -158,6 +159,129 @@ def test_metrics_lists_finished_runs_with_curves(tiny_model: Path, tiny_data: Pa
     at.selectbox(key="model").set_value("run: 20260101-tiny").run()
     assert not at.exception
     assert at.json and json.loads(at.json[0].value)["train"]["lr"] == 0.05
+
+
+# --------------------------------------------------------------------------- metrics page, FER+ and 8-class models
+
+
+@pytest.fixture
+def model8(tmp_path: Path) -> Path:
+    torch.manual_seed(3)
+    return save_checkpoint(create_model("tiny", 8),
+                           ModelConfig(arch="tiny", num_classes=8, classes=list(FERPLUS_EMOTIONS)),
+                           tmp_path / "tiny8.safetensors")
+
+
+@pytest.fixture
+def ferplus_data(tmp_path: Path) -> Path:
+    return write_ferplus_folders(tmp_path / "ferplus", {"FER2013Train": 2, "FER2013Valid": 3})
+
+
+def test_metrics_of_an_eight_class_model_on_fer_plus(model8: Path, ferplus_data: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FER_WEIGHTS", str(model8))
+    monkeypatch.setenv("FER_DATA", str(ferplus_data))
+    at = run_page("metrics.py")
+    assert at.selectbox(key="split").value == "val"  # FER+ valid: where FER+ models are reported
+    model, cfg = load_checkpoint(model8)
+    ref = evaluate(model, load_split(ferplus_data, "val"), classes=cfg.classes)
+    m = ref.metrics()
+    table = frame_with_column(at, "f1-score")
+    assert list(table.index) == [*FERPLUS_EMOTIONS, "macro avg", "weighted avg"]
+    rep = ref.report_dict()
+    for row in table.index:
+        assert table.loc[row, "recall"] == pytest.approx(rep[row]["recall"]), row
+    values = {v.label: v.value for v in at.metric}
+    assert values["FER+ majority accuracy"] == f"{ref.accuracy * 100:.2f}%" and "Accuracy" not in values
+    assert values["annotator agreement"] == f"{m['agreement']:.3f}"
+    assert values["cross-entropy vs votes"] == f"{m['vote_cross_entropy']:.3f} nats"
+    captions = " ".join(c.value for c in at.caption)
+    assert "annotators" in captions and "FER+ valid (FER-2013 PublicTest, majority protocol)" in captions
+    assert "contempt" in at.selectbox(key="cm_true").options and "contempt" in at.selectbox(key="cm_pred").options
+    at.selectbox(key="cm_true").set_value("contempt")
+    at.selectbox(key="cm_pred").set_value("contempt")
+    at.run()
+    assert not at.exception
+    hits = int(((ref.labels == 7) & (ref.preds == 7)).sum())
+    heading = [md.value for md in at.markdown if "→ predicted" in md.value]
+    assert heading == [f"#### majority **contempt** → predicted **contempt**: {hits:,} images"]
+
+
+def test_a_seven_class_model_on_fer_plus_never_answers_contempt(tiny_model: Path, ferplus_data: Path,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setenv("FER_WEIGHTS", str(tiny_model))
+    monkeypatch.setenv("FER_DATA", str(ferplus_data))
+    at = run_page("metrics.py")
+    table = frame_with_column(at, "f1-score")
+    assert table.loc["contempt", "recall"] == 0 and table.loc["contempt", "support"] > 0
+    assert "does not answer contempt" in " ".join(c.value for c in at.caption)
+    assert "annotator agreement" in {v.label for v in at.metric}
+
+
+def test_an_eight_class_model_on_fer2013_chooses_among_its_seven(model8: Path, tiny_data: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FER_WEIGHTS", str(model8))
+    monkeypatch.setenv("FER_DATA", str(tiny_data))
+    at = run_page("metrics.py")
+    model, cfg = load_checkpoint(model8)
+    ref = evaluate(model, load_split(tiny_data, "test"), classes=cfg.classes)
+    table = frame_with_column(at, "f1-score")
+    assert list(table.index) == [*EMOTIONS, "macro avg", "weighted avg"]
+    values = {v.label: v.value for v in at.metric}
+    assert values["Accuracy"] == f"{ref.accuracy * 100:.2f}%" and "annotator agreement" not in values
+    assert "contempt is left out of its choice" in " ".join(c.value for c in at.caption)
+    assert "contempt" not in at.selectbox(key="cm_true").options
+
+
+def test_metrics_of_fer_plus_then_fer2013_drops_a_contempt_pick(model8: Path, ferplus_data: Path, tiny_data: Path,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setenv("FER_WEIGHTS", str(model8))
+    monkeypatch.setenv("FER_DATA", str(ferplus_data))
+    at = run_page("metrics.py")
+    at.selectbox(key="cm_true").set_value("contempt").run()
+    at.text_input(key="metrics_data_path").set_value(str(tiny_data)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="cm_true").value in EMOTIONS
+
+
+def test_stored_metrics_of_an_eight_class_run_show_contempt_and_fer_plus_measures(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    run = tmp_path / "runs" / "r8"
+    run.mkdir(parents=True)
+    cfg = ModelConfig(arch="tiny", num_classes=8, classes=list(FERPLUS_EMOTIONS))
+    weights = save_checkpoint(create_model("tiny", 8), cfg, run / "model.safetensors")
+    metrics = {"split": "test", "accuracy": 0.8123, "macro_f1": 0.6432, "n": 96, "classes": list(FERPLUS_EMOTIONS),
+               "confusion_matrix": np.eye(8, dtype=int).tolist(), "agreement": 0.7021, "vote_cross_entropy": 0.9,
+               "per_class": {c: {"precision": 0.5, "recall": 0.25, "f1": 0.333, "support": 12}
+                             for c in FERPLUS_EMOTIONS}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "config.json").write_text(json.dumps({"train": {"lr": 0.1}, "model": cfg.to_dict()}))
+    monkeypatch.setenv("FER_WEIGHTS", str(weights))
+    monkeypatch.setenv("FER_DATA", str(tmp_path / "nowhere"))
+    at = run_page("metrics.py")
+    values = {m.label: m.value for m in at.metric}
+    assert values["FER+ majority accuracy"] == "81.23%" and values["annotator agreement"] == "0.702"
+    assert values["cross-entropy vs votes"] == "0.900 nats"
+    assert frame_with_column(at, "f1-score").loc["contempt", "support"] == 12
+    assert len(at.get("plotly_chart")) == 1  # the 8x8 confusion matrix is drawn
+
+
+def test_stored_metrics_show_a_cards_extra_evaluations(tmp_path: Path, monkeypatch) -> None:
+    weights = save_checkpoint(create_model("tiny", 8),
+                              ModelConfig(arch="tiny", num_classes=8, classes=list(FERPLUS_EMOTIONS)),
+                              tmp_path / "shipped.safetensors")
+    per_class = {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 3} for c in FERPLUS_EMOTIONS}
+    card = {"name": "shipped", "arch": "tiny", "classes": list(FERPLUS_EMOTIONS),
+            "test_set": "FER+ valid (FER-2013 PublicTest, majority protocol)",
+            "test": {"split": "val", "accuracy": 0.5, "macro_f1": 0.5, "n": 24, "per_class": per_class,
+                     "classes": list(FERPLUS_EMOTIONS), "agreement": 0.6, "vote_cross_entropy": 1.1},
+            "also": [{"data": "ckplus48", "split": "test", "n": 981, "accuracy": 0.4, "macro_f1": 0.3,
+                      "classes": list(FERPLUS_EMOTIONS), "per_class": per_class}]}
+    (tmp_path / "shipped.json").write_text(json.dumps(card))
+    monkeypatch.setenv("FER_WEIGHTS", str(weights))
+    monkeypatch.setenv("FER_DATA", str(tmp_path / "nowhere"))
+    at = run_page("metrics.py")
+    also = frame_with_column(at, "recall per class")
+    assert also.iloc[0]["data"] == "ckplus48" and "contempt 0.50" in also.iloc[0]["recall per class"]
+    assert "Measured on FER+ valid" in " ".join(c.value for c in at.caption)
 
 
 # --------------------------------------------------------------------------- dataset page

@@ -24,6 +24,12 @@ def default_data_path() -> Path:
     return Path(os.environ.get("FER_DATA") or PROJECT_ROOT / "data" / "fer2013")
 
 
+def fer2013_copy_path() -> str:
+    """``FER2013_DATA`` if set, else "": a FER-2013 copy whose labels the Dataset page compares with
+    FER+'s majority, for FER+ data that does not carry them (Microsoft's folders). Never guessed."""
+    return os.environ.get("FER2013_DATA", "").strip()
+
+
 def cache_dir() -> Path:
     """Decoded-dataset and evaluation caches; safe to delete at any time."""
     return Path(os.environ.get("FER_CACHE_DIR") or PROJECT_ROOT / ".cache")

@@ -29,10 +29,15 @@ class CleaningReport:
 
     before: int
     after: int
-    dropped: dict[str, list[int]] = field(default_factory=lambda: {r: [0] * len(EMOTIONS) for r in REASONS})
+    classes: tuple[str, ...] = EMOTIONS  # the label space of the counts in ``dropped``
+    dropped: dict[str, list[int]] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=lambda: {r: [] for r in REASONS})
     duplicate_groups: int = 0
     checked_against: list[str] = field(default_factory=list)  # the held-out splits leaks were looked for in
+
+    def __post_init__(self) -> None:
+        for r in REASONS:
+            self.dropped.setdefault(r, [0] * len(self.classes))
 
     def total(self, reason: str) -> int:
         return sum(self.dropped[reason])
@@ -42,7 +47,7 @@ class CleaningReport:
             "before": self.before,
             "after": self.after,
             "duplicate_groups": self.duplicate_groups,
-            "dropped": {r: dict(zip(EMOTIONS, v, strict=True)) for r, v in self.dropped.items()},
+            "dropped": {r: dict(zip(self.classes, v, strict=True)) for r, v in self.dropped.items()},
             "totals": {r: self.total(r) for r in REASONS},
             "examples": self.examples,
             "checked_against": self.checked_against,
@@ -50,7 +55,7 @@ class CleaningReport:
 
     def format(self) -> str:
         lines = [f"cleaning: {self.before} -> {self.after} training images"]
-        head = f"  {'reason':<10}" + "".join(f"{c[:8]:>9}" for c in EMOTIONS) + f"{'total':>9}"
+        head = f"  {'reason':<10}" + "".join(f"{c[:8]:>9}" for c in self.classes) + f"{'total':>9}"
         lines.append(head)
         for r in REASONS:
             lines.append(f"  {r:<10}" + "".join(f"{n:>9}" for n in self.dropped[r]) + f"{self.total(r):>9}")
@@ -87,7 +92,8 @@ def clean_train(
     train: Split, held_out: Sequence[Split] = (), examples_per_reason: int = 24
 ) -> tuple[Split, CleaningReport]:
     """Drop blanks, within-train duplicates (keep the first) and images leaked into ``held_out``."""
-    report = CleaningReport(before=len(train), after=0, checked_against=[s.name for s in held_out])
+    report = CleaningReport(before=len(train), after=0, classes=train.classes,
+                            checked_against=[s.name for s in held_out])
     blank = blank_mask(train).tolist()
     held_hashes = {h for s in held_out for h in image_hashes(s)}
     seen: dict[bytes, int] = {}

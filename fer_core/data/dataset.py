@@ -1,7 +1,10 @@
-"""Loading FER-2013 into memory, from either of the two forms users actually have.
+"""Loading FER-2013 and FER+ into memory, from the forms users actually have.
 
 * the folder layout of the Kaggle image release: ``ROOT/{train,val,test}/<class>/*.jpg``
 * the original ``fer2013.csv`` (``emotion,pixels,Usage``)
+* FER+ in Microsoft's folders, ``ROOT/FER2013{Train,Valid,Test}/`` with ``label.csv``, or as the pair
+  ``fer2013.csv`` + ``fer2013new.csv`` (``fer_core.data.ferplus``). A FER+ split is labelled in FER+'s
+  eight classes by its majority protocol and keeps every face's ten votes (``fer_core.data.votes``).
 
 A split is held as one uint8 tensor ``(N, 1, 48, 48)`` plus int64 labels: the whole of
 FER-2013 is ~100 MB that way, so training never touches the disk or PIL again. Decoding
@@ -20,43 +23,43 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from fer_core.common.atomic import write_atomic
-from fer_core.common.labels import EMOTIONS, IMAGE_SIZE
+from fer_core.common.labels import EMOTIONS, FERPLUS_EMOTIONS, IMAGE_SIZE
 from fer_core.common.paths import cache_dir
+from fer_core.data import ferplus
+from fer_core.data.decode import DatasetError, decode_face, read_file
+from fer_core.data.votes import majority_labels
+
+__all__ = ["DatasetError", "Split", "available_splits", "decode_face", "load_split", "resolve_source"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CSV_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CSV_NAME = "fer2013.csv"
-CACHE_VERSION = 1
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
-"""JPEG and PNG: the content ``IMAGE_SUFFIXES`` promise. OpenCV would also run its TIFF, JPEG 2000, HDR,
-PxM, ... parsers on whatever a file holds; a dataset has no need of them."""
+CACHE_VERSION = 2
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-
-
-class DatasetError(ValueError):
-    """Raised for any problem with a user's dataset; the message names the file or row."""
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split of FER-2013, fully in memory."""
+    """One split of FER-2013 or FER+, fully in memory."""
 
     name: str
     images: torch.Tensor  # uint8 (N, 1, 48, 48)
-    labels: torch.Tensor  # int64 (N,)
+    labels: torch.Tensor  # int64 (N,): an index into ``classes``
     sources: tuple[str, ...]  # where each image came from: a relative path or "fer2013.csv:LINE"
+    classes: tuple[str, ...] = EMOTIONS  # the label space of ``labels``
+    votes: torch.Tensor | None = None  # uint8 (N, 10) FER+ vote counts in VOTE_COLUMNS order; None for FER-2013
+    fer2013_labels: torch.Tensor | None = None  # int64 (N,) FER-2013's own label of a FER+ face, where known
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def class_counts(self) -> list[int]:
-        return torch.bincount(self.labels, minlength=len(EMOTIONS)).tolist()
+        return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
 
     def select(self, index: torch.Tensor | np.ndarray | list[int], name: str | None = None) -> Split:
         idx = torch.as_tensor(index, dtype=torch.long)
@@ -65,13 +68,27 @@ class Split:
             images=self.images[idx],
             labels=self.labels[idx],
             sources=tuple(self.sources[i] for i in idx.tolist()),
+            classes=self.classes,
+            votes=None if self.votes is None else self.votes[idx],
+            fer2013_labels=None if self.fer2013_labels is None else self.fer2013_labels[idx],
         )
+
+    def restricted_to(self, classes: tuple[str, ...]) -> Split:
+        """Only the faces of ``classes``, labelled in that space: e.g. CK+ or FER+ scored in FER-2013's seven
+        classes, which leaves their contempt faces out."""
+        index = torch.tensor([classes.index(c) if c in classes else -1 for c in self.classes])
+        mapped = index[self.labels]
+        kept = self.select(torch.nonzero(mapped >= 0).flatten())
+        return Split(kept.name, kept.images, index[kept.labels], kept.sources, tuple(classes), kept.votes,
+                     kept.fer2013_labels)
 
     def content_hash(self) -> str:
         """sha256 over pixels and labels: names exactly the data a model saw or was scored on."""
         h = hashlib.sha256()
         h.update(self.images.contiguous().numpy().tobytes())
         h.update(self.labels.numpy().astype(np.int64).tobytes())
+        if self.votes is not None:
+            h.update(self.votes.numpy().tobytes())
         return h.hexdigest()[:16]
 
 
@@ -79,27 +96,61 @@ class Split:
 
 
 def resolve_source(path: str | os.PathLike) -> Path:
-    """The folder root or the CSV file a path designates; a folder holding fer2013.csv counts."""
+    """The folder root or the CSV file a path designates: a folder holding fer2013.csv counts as that
+    file, and one that also holds fer2013new.csv as FER+'s pair (the path of fer2013new.csv)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DatasetError(f"dataset path {p} does not exist")
     if p.is_file():
         if p.suffix.lower() != ".csv":
-            raise DatasetError(f"{p} is a file but not a .csv; give a FER-2013 folder or fer2013.csv")
+            raise DatasetError(f"{p} is a file but not a .csv; give a FER-2013 or FER+ folder, fer2013.csv or "
+                               f"{ferplus.NEW_CSV_NAME}")
+        if p.name == ferplus.NEW_CSV_NAME and not (p.parent / CSV_NAME).is_file():
+            raise DatasetError(f"{p} holds FER+'s votes but not the faces: put fer2013.csv beside it")
+        return p
+    if ferplus.is_folder_layout(p):
         return p
     if not any((p / s).is_dir() for s in SPLITS) and (p / CSV_NAME).is_file():
-        return p / CSV_NAME
+        return p / ferplus.NEW_CSV_NAME if (p / ferplus.NEW_CSV_NAME).is_file() else p / CSV_NAME
     return p
+
+
+def is_ferplus(path: str | os.PathLike) -> bool:
+    """Whether a dataset carries FER+'s votes (and so FER+'s eight classes)."""
+    src = resolve_source(path)
+    return src.name == ferplus.NEW_CSV_NAME or ferplus.is_folder_layout(src)
+
+
+def dataset_classes(path: str | os.PathLike) -> tuple[str, ...]:
+    """The label space a dataset's splits are labelled in."""
+    src = resolve_source(path)
+    if is_ferplus(src):
+        return FERPLUS_EMOTIONS
+    if src.is_dir():
+        folders = [_split_dir(src, s) for s in SPLITS]
+        if any((f / "contempt").is_dir() for f in [*folders, src]):
+            return FERPLUS_EMOTIONS
+    return EMOTIONS
+
+
+def _pixels_csv(src: Path) -> Path:
+    """The fer2013.csv that holds the pixels of a source that is a CSV file."""
+    return src.parent / CSV_NAME if src.name == ferplus.NEW_CSV_NAME else src
 
 
 def available_splits(path: str | os.PathLike) -> list[str]:
     src = resolve_source(path)
     if src.is_file():
-        usages = {CSV_USAGE_TO_SPLIT[usage] for _, usage, _, _ in _csv_rows(src)}
+        usages = {CSV_USAGE_TO_SPLIT[usage] for _, usage, _, _ in _csv_rows(_pixels_csv(src))}
         return [s for s in SPLITS if s in usages]
+    if ferplus.is_folder_layout(src):
+        return ferplus.folder_splits(src)
+    if _is_flat(src):
+        return ["test"]
     found = [s for s in SPLITS if (src / s).is_dir()]
     if not found:
-        raise DatasetError(f"{src} holds none of the split folders {', '.join(SPLITS)} and no {CSV_NAME}")
+        raise DatasetError(f"{src} holds none of the split folders {', '.join(SPLITS)}, none of FER+'s "
+                           f"{', '.join(ferplus.FOLDERS.values())} and no {CSV_NAME}")
     return found
 
 
@@ -107,6 +158,8 @@ def split_class_counts(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Images per class of each split present, from file names or CSV rows, without decoding a
     pixel: what a duration estimate needs in a fraction of a load's time."""
     src = resolve_source(path)
+    if is_ferplus(src):
+        return {s: tuple(load_split(src, s).class_counts()) for s in available_splits(src)}
     counts = {s: [0] * len(EMOTIONS) for s in SPLITS}
     if src.is_file():
         for _, usage, emotion, _ in _csv_rows(src):
@@ -134,19 +187,31 @@ def validate_dataset(path: str | os.PathLike) -> list[str]:
 
 
 def _class_dirs(split_dir: Path) -> list[tuple[int, Path]]:
+    """The class folders of a split, as (index in FERPLUS_EMOTIONS, folder): FER-2013's seven, and
+    contempt where a data set has it (CK+, say)."""
     out: list[tuple[int, Path]] = []
     for child in sorted(split_dir.iterdir()):
         if not child.is_dir():
             continue
         name = child.name.lower()
-        if name not in EMOTIONS:
+        if name not in FERPLUS_EMOTIONS:
             raise DatasetError(
-                f"unknown class folder {child}: expected one of {', '.join(EMOTIONS)} (case-insensitive)"
+                f"unknown class folder {child}: expected one of {', '.join(FERPLUS_EMOTIONS)} (case-insensitive)"
             )
-        out.append((EMOTIONS.index(name), child))
+        out.append((FERPLUS_EMOTIONS.index(name), child))
     if not out:
         raise DatasetError(f"{split_dir} holds no class folders ({', '.join(EMOTIONS)})")
     return out
+
+
+def _is_flat(root: Path) -> bool:
+    """A folder of class folders with no split folders (as CK+48 is shared): one split, read as test."""
+    return (root.is_dir() and not any((root / s).is_dir() for s in SPLITS)
+            and any(c.is_dir() and c.name.lower() in FERPLUS_EMOTIONS for c in root.iterdir()))
+
+
+def _split_dir(root: Path, split: str) -> Path:
+    return root if _is_flat(root) and split == "test" else root / split
 
 
 def _folder_files(split_dir: Path) -> list[tuple[Path, int]]:
@@ -158,42 +223,8 @@ def _folder_files(split_dir: Path) -> list[tuple[Path, int]]:
     return files
 
 
-def _png_chunks_fit(data: bytes) -> bool:
-    """Whether every chunk of a PNG fits in the file. OpenCV's PNG reader allocates whatever a chunk's
-    length field claims before reading it: a 45-byte file that claims a 3.5 GB chunk would cost 3.5 GB
-    and seconds."""
-    pos = len(_IMAGE_MAGIC[1])
-    while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        if pos + 12 + length > len(data):
-            return False
-        if data[pos + 4:pos + 8] == b"IEND":
-            break
-        pos += 12 + length
-    return True
-
-
-def decode_face(data: bytes, where: str) -> np.ndarray:
-    """Any-size JPEG or PNG bytes -> 48x48 uint8 grayscale, or a DatasetError naming ``where``."""
-    if not data:
-        raise DatasetError(f"{where}: empty file")
-    if not data.startswith(_IMAGE_MAGIC):
-        raise DatasetError(f"{where}: not a readable image (only JPEG and PNG files are read)")
-    if data.startswith(_IMAGE_MAGIC[1]) and not _png_chunks_fit(data):
-        raise DatasetError(f"{where}: not a readable image (a damaged or truncated PNG)")
-    try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    except cv2.error:  # e.g. a header claiming over 2**30 pixels (OpenCV's cap); anything else OpenCV refuses
-        img = None
-    if img is None or img.size == 0:
-        raise DatasetError(f"{where}: not a readable image (damaged, or its header claims an absurd size)")
-    if img.shape != (IMAGE_SIZE, IMAGE_SIZE):
-        img = cv2.resize(img, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-    return img
-
-
-def _load_folder_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    split_dir = root / split
+def _load_folder_split(root: Path, split: str) -> dict[str, np.ndarray]:
+    split_dir = _split_dir(root, split)
     if not split_dir.is_dir():
         raise DatasetError(f"split '{split}' is missing: no folder {split_dir}")
     files = _folder_files(split_dir)
@@ -201,22 +232,16 @@ def _load_folder_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, 
         raise DatasetError(f"{split_dir} holds no images (.jpg/.jpeg/.png)")
     images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     for i, (f, _) in enumerate(files):
-        images[i] = decode_face(_read_file(f), str(f))
+        images[i] = decode_face(read_file(f), str(f))
     labels = np.array([lab for _, lab in files], np.int64)
     sources = [str(f.relative_to(root)) for f, _ in files]
-    return images, labels, sources
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    classes = FERPLUS_EMOTIONS if (labels == FERPLUS_EMOTIONS.index("contempt")).any() else EMOTIONS
+    return {"images": images, "labels": labels, "sources": np.array(sources), "classes": np.array(classes)}
 
 
 def _folder_signature(root: Path, split: str) -> str:
     h = hashlib.sha256()
-    for f, label in _folder_files(root / split):
+    for f, label in _folder_files(_split_dir(root, split)):
         st = f.stat()
         h.update(f"{f.relative_to(root)}|{label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
@@ -292,7 +317,7 @@ def _csv_rows(csv_path: Path) -> Iterator[tuple[int, str, str, str]]:
         raise DatasetError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
 
 
-def _load_csv_split(csv_path: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _load_csv_split(csv_path: Path, split: str) -> dict[str, np.ndarray]:
     wanted = {u for u, s in CSV_USAGE_TO_SPLIT.items() if s == split}
     images: list[np.ndarray] = []
     labels: list[int] = []
@@ -321,7 +346,7 @@ def _load_csv_split(csv_path: Path, split: str) -> tuple[np.ndarray, np.ndarray,
     if not images:
         usage = " / ".join(sorted(wanted))
         raise DatasetError(f"split '{split}' is missing: {csv_path} has no rows with Usage {usage}")
-    return np.stack(images), np.array(labels, np.int64), sources
+    return {"images": np.stack(images), "labels": np.array(labels, np.int64), "sources": np.array(sources)}
 
 
 def _file_signature(path: Path) -> str:
@@ -356,7 +381,14 @@ def load_split(path: str | os.PathLike, split: str, use_cache: bool = True) -> S
         raise DatasetError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
     src = resolve_source(path)
     is_csv = src.is_file()
-    signature = _file_signature(src) if is_csv else _folder_signature(src, split) if (src / split).is_dir() else None
+    if is_csv:
+        signature = _file_signature(src) + (_file_signature(_pixels_csv(src)) if src.name == ferplus.NEW_CSV_NAME
+                                            else "")
+    elif ferplus.is_folder_layout(src):
+        label_file = src / ferplus.FOLDERS[split] / ferplus.LABEL_FILE
+        signature = _file_signature(label_file) + _file_signature(label_file.parent) if label_file.is_file() else None
+    else:
+        signature = _folder_signature(src, split) if _split_dir(src, split).is_dir() else None
     cache_file = None
     if use_cache and signature is not None:
         key = hashlib.sha256(f"v{CACHE_VERSION}|{src.resolve()}|{split}|{signature}".encode()).hexdigest()[:24]
@@ -364,21 +396,73 @@ def load_split(path: str | os.PathLike, split: str, use_cache: bool = True) -> S
         if cache_file.is_file():
             try:
                 with np.load(cache_file, allow_pickle=False) as z:
-                    return Split(split, torch.from_numpy(z["images"]).unsqueeze(1),
-                                 torch.from_numpy(z["labels"]), tuple(z["sources"].tolist()))
+                    return _split(split, {k: z[k] for k in z.files})
             except (OSError, ValueError, KeyError):
                 cache_file.unlink(missing_ok=True)  # a corrupt cache is just rebuilt
-    images, labels, sources = (_load_csv_split if is_csv else _load_folder_split)(src, split)
+    if is_csv:
+        arrays = _load_csv_split(_pixels_csv(src), split)
+        if src.name == ferplus.NEW_CSV_NAME:
+            arrays = _with_csv_votes(src, split, arrays)
+    elif ferplus.is_folder_layout(src):
+        arrays = _load_ferplus_folder_split(src, split)
+    else:
+        arrays = _load_folder_split(src, split)
     if cache_file is not None:
         def _save(tmp: Path) -> None:
             buf = io.BytesIO()
-            np.savez(buf, images=images, labels=labels, sources=np.array(sources))
+            np.savez(buf, **arrays)
             tmp.write_bytes(buf.getvalue())
         try:
             write_atomic(cache_file, _save)
         except OSError:
             pass  # an unwritable cache only costs speed
-    return Split(split, torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), tuple(sources))
+    return _split(split, arrays)
+
+
+def _split(name: str, arrays: dict[str, np.ndarray]) -> Split:
+    """A Split from the arrays a loader returns (and the cache stores): images, labels, sources, and
+    for FER+ votes and, where known, FER-2013's labels."""
+    votes = arrays.get("votes")
+    fer2013 = arrays.get("fer2013_labels")
+    classes = tuple(arrays["classes"].tolist()) if "classes" in arrays else EMOTIONS
+    return Split(name, torch.from_numpy(arrays["images"]).unsqueeze(1), torch.from_numpy(arrays["labels"]),
+                 tuple(arrays["sources"].tolist()), classes=FERPLUS_EMOTIONS if votes is not None else classes,
+                 votes=None if votes is None else torch.from_numpy(votes),
+                 fer2013_labels=None if fer2013 is None else torch.from_numpy(fer2013))
+
+
+def _by_majority(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Only the faces FER+'s majority protocol keeps, labelled with their majority emotion."""
+    labels = majority_labels(torch.from_numpy(arrays["votes"])).numpy()
+    keep = labels >= 0
+    if not keep.any():
+        raise DatasetError("no face of this split has a FER+ majority emotion")
+    return {**{k: v[keep] for k, v in arrays.items()}, "labels": labels[keep].astype(np.int64)}
+
+
+def _load_ferplus_folder_split(root: Path, split: str) -> dict[str, np.ndarray]:
+    images, sources, votes = ferplus.read_folder_split(root, split)
+    return _by_majority({"images": images, "labels": np.zeros(len(images), np.int64),
+                         "sources": np.array(sources), "votes": votes})
+
+
+def _with_csv_votes(new_csv: Path, split: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """fer2013.csv's faces of ``split`` joined with fer2013new.csv's votes, row for row. Rows without an
+    image name (not faces) are dropped, and so are the file names the file gives to several rows."""
+    rows = ferplus.read_new_csv(new_csv)
+    wanted = {u for u, s in CSV_USAGE_TO_SPLIT.items() if s == split}
+    mine = [r for r in rows if r[1] in wanted]
+    if len(mine) != len(arrays["labels"]):
+        raise DatasetError(f"{new_csv} has {len(mine)} rows of split '{split}' but {CSV_NAME} has "
+                           f"{len(arrays['labels'])}: the two files must list the same faces in the same order")
+    names = [r[2] for r in rows if r[2]]
+    shared = {n for n in names if names.count(n) > 1} if len(set(names)) != len(names) else set()
+    keep = [i for i, r in enumerate(mine) if r[3] is not None and r[2] not in shared]
+    if not keep:
+        raise DatasetError(f"{new_csv}: no face of split '{split}' has votes")
+    arrays = {k: v[keep] for k, v in arrays.items()}
+    votes = np.stack([mine[i][3] for i in keep])
+    return _by_majority({**arrays, "fer2013_labels": arrays["labels"], "votes": votes})
 
 
 def load_held_out(path: str | os.PathLike, splits: list[str]) -> dict[str, Split]:
@@ -393,7 +477,7 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
         raise ValueError(f"validation fraction must lie strictly between 0 and 1, got {fraction}")
     g = torch.Generator().manual_seed(seed)
     keep, held = [], []
-    for c in range(len(EMOTIONS)):
+    for c in range(len(split.classes)):
         idx = torch.nonzero(split.labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         n_val = round(len(idx) * fraction)
@@ -409,7 +493,7 @@ def per_class_subset(split: Split, per_class: int, seed: int) -> Split:
         raise ValueError(f"subset must be a positive number of images per class, got {per_class}")
     g = torch.Generator().manual_seed(seed)
     chosen = []
-    for c in range(len(EMOTIONS)):
+    for c in range(len(split.classes)):
         idx = torch.nonzero(split.labels == c).flatten()
         chosen.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
     return split.select(torch.cat(chosen).sort().values)

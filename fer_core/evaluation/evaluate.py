@@ -19,15 +19,18 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score
 from torch import nn
 
 from fer_core.common.formatting import percent
-from fer_core.common.labels import EMOTIONS
+from fer_core.common.labels import EMOTIONS, FERPLUS_EMOTIONS, to_label_space
 from fer_core.data.dataset import Split
+from fer_core.data.votes import annotator_agreement, vote_cross_entropy
 
 
 @dataclass
 class Evaluation:
-    probs: np.ndarray  # (N, 7) softmax probabilities
+    probs: np.ndarray  # (N, len(classes)) the model's probabilities in the data's classes (to_label_space)
     labels: np.ndarray  # (N,)
     tta: bool
+    classes: tuple[str, ...] = EMOTIONS  # the data's label space
+    votes: np.ndarray | None = None  # (N, 10) FER+ vote counts, when the data has them
 
     @property
     def preds(self) -> np.ndarray:
@@ -42,37 +45,51 @@ class Evaluation:
         return float((self.preds == self.labels).mean()) if self.n else 0.0
 
     def confusion(self) -> np.ndarray:
-        return confusion_matrix(self.labels, self.preds, labels=list(range(len(EMOTIONS))))
+        return confusion_matrix(self.labels, self.preds, labels=list(range(len(self.classes))))
 
     def report_dict(self) -> dict:
-        return classification_report(self.labels, self.preds, labels=list(range(len(EMOTIONS))),
-                                     target_names=list(EMOTIONS), output_dict=True, zero_division=0)
+        return classification_report(self.labels, self.preds, labels=list(range(len(self.classes))),
+                                     target_names=list(self.classes), output_dict=True, zero_division=0)
 
     def metrics(self) -> dict:
         rep = self.report_dict()
         return {
             "accuracy": self.accuracy,
             "macro_f1": float(f1_score(self.labels, self.preds, average="macro",
-                                       labels=list(range(len(EMOTIONS))), zero_division=0)),
+                                       labels=list(range(len(self.classes))), zero_division=0)),
             "weighted_f1": float(rep["weighted avg"]["f1-score"]),
             "per_class": {c: {"precision": rep[c]["precision"], "recall": rep[c]["recall"],
-                              "f1": rep[c]["f1-score"], "support": int(rep[c]["support"])} for c in EMOTIONS},
+                              "f1": rep[c]["f1-score"], "support": int(rep[c]["support"])} for c in self.classes},
             "confusion_matrix": self.confusion().tolist(),
             "n": self.n,
             "tta": self.tta,
+            "classes": list(self.classes),
+            **self.vote_metrics(),
         }
 
+    def vote_metrics(self) -> dict:
+        """FER+'s measures beyond the majority label: the mean share of a face's annotators who chose the
+        label we show, and the cross-entropy (nats) of our probabilities against their vote distribution."""
+        if self.votes is None or not self.n:
+            return {}
+        probs, votes = torch.from_numpy(self.probs).float(), torch.from_numpy(self.votes)
+        return {"agreement": float(annotator_agreement(probs, votes).mean()),
+                "vote_cross_entropy": float(vote_cross_entropy(probs, votes).mean())}
+
     def format(self) -> str:
-        report = classification_report(self.labels, self.preds, labels=list(range(len(EMOTIONS))),
-                                       target_names=list(EMOTIONS), digits=4, zero_division=0)
+        report = classification_report(self.labels, self.preds, labels=list(range(len(self.classes))),
+                                       target_names=list(self.classes), digits=4, zero_division=0)
         cm = self.confusion()
-        width = max(len(c) for c in EMOTIONS) + 2
+        width = max(len(c) for c in self.classes) + 2
         rows = ["confusion matrix (rows: true, columns: predicted)",
-                " " * width + "".join(f"{c[:7]:>9}" for c in EMOTIONS)]
-        rows += [f"{c:<{width}}" + "".join(f"{v:>9}" for v in cm[i]) for i, c in enumerate(EMOTIONS)]
+                " " * width + "".join(f"{c[:7]:>9}" for c in self.classes)]
+        rows += [f"{c:<{width}}" + "".join(f"{v:>9}" for v in cm[i]) for i, c in enumerate(self.classes)]
         m = self.metrics()
         head = (f"accuracy {percent(m['accuracy'], 2)}  macro-F1 {m['macro_f1']:.4f}  "
                 f"weighted-F1 {m['weighted_f1']:.4f}  n={self.n}  tta={'on' if self.tta else 'off'}")
+        if "agreement" in m:
+            head += (f"\nFER+ (majority protocol): accuracy {percent(m['accuracy'], 2)}  annotator agreement "
+                     f"{m['agreement']:.3f}  cross-entropy vs votes {m['vote_cross_entropy']:.3f} nats")
         return "\n".join([head, "", report, *rows])
 
 
@@ -105,13 +122,23 @@ def predict_probs(model: nn.Module, images: torch.Tensor, tta: bool = False, bat
         out.append(p.cpu())
         if progress:
             progress(min(start + step, len(images)), len(images))
-    return torch.cat(out).numpy() if out else np.zeros((0, len(EMOTIONS)), np.float32)
+    return torch.cat(out).numpy() if out else np.zeros((0, _output_width(model)), np.float32)
+
+
+def _output_width(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else len(EMOTIONS)
 
 
 def evaluate(model: nn.Module, split: Split, tta: bool = False, precision: str = "auto",
-             progress: callable | None = None) -> Evaluation:
+             progress: callable | None = None, classes: tuple[str, ...] | list[str] | None = None) -> Evaluation:
+    """Score ``model`` (answering ``classes``; by default FER+'s first N, which are FER-2013's seven for
+    a 7-class model) on ``split`` in the split's own label space (``to_label_space``)."""
     probs = predict_probs(model, split.images, tta=tta, precision=precision, progress=progress)
-    return Evaluation(probs=probs, labels=split.labels.numpy(), tta=tta)
+    model_classes = classes if classes is not None else FERPLUS_EMOTIONS[:probs.shape[1]]
+    return Evaluation(probs=to_label_space(probs, model_classes, split.classes), labels=split.labels.numpy(),
+                      tta=tta, classes=tuple(split.classes),
+                      votes=None if split.votes is None else split.votes.numpy())
 
 
 def load_eval_split(data: str | os.PathLike, name: str, run_settings: dict | None = None) -> Split:
@@ -146,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     from fer_core.models.checkpoint import CheckpointError, load_checkpoint
 
     ap = argparse.ArgumentParser(prog="fer-evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=None, help="FER-2013 folder or fer2013.csv (default: $FER_DATA or data/fer2013)")
+    ap.add_argument("--data", default=None,
+                    help="FER-2013 or FER+ folder, fer2013.csv or fer2013new.csv, or a folder of class folders "
+                         "(scored as its test split) (default: $FER_DATA or data/fer2013)")
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--weights", default=None,
                     help="a .safetensors file or a run folder (default: the promoted run if any, else the shipped "
@@ -159,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unseen", action="store_true",
                     help="score only faces with no pixel-identical copy in train/: the fair measure of a run "
                          "trained without the cleaning against test/")
+    ap.add_argument("--label-space", choices=["data", "fer2013"], default="data",
+                    help="score in the data's own classes (default), or in FER-2013's seven: faces of other "
+                         "classes (contempt) are left out and an 8-class model answers among the seven")
     ap.add_argument("--json", default=None, help="also write the metrics as JSON here")
     args = ap.parse_args(argv)
     if args.unseen and args.split == "train":
@@ -180,11 +212,15 @@ def main(argv: list[str] | None = None) -> int:
             if not len(split):
                 raise ValueError(f"every face of {args.split} has a copy in train/ (a validation slice carved "
                                  "from train/ is train/): --unseen applies to test, or to a val split of its own")
+        if args.label_space == "fer2013":
+            split = split.restricted_to(EMOTIONS)
+            if not len(split):
+                raise ValueError(f"{args.split} holds no face of FER-2013's seven classes")
     except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.manual_seed(0)
-    result = evaluate(model, split, tta=args.tta)
+    result = evaluate(model, split, tta=args.tta, classes=cfg.classes)
     print(f"model {args.weights} ({cfg.label}) on {split.name} of {data}"
           + (f" (validation slice of train/ for seed {_val_seed(settings)})" if split.name == "val" else ""))
     print(result.format())

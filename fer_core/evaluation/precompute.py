@@ -2,6 +2,10 @@
 answers from disk and never evaluates on a visitor's request.
 
     fer-precompute --data data/fer2013            # every shipped model, test split, with and without TTA
+    fer-precompute --data data/ferplus            # FER+ without a test split: its valid split
+
+Each model is scored in its own classes, mapped to the data's by the cross-label rule
+(``fer_core.common.labels.to_label_space``), as the Metrics page shows it.
 
 Run it once when deploying (and again after shipping a model): each evaluation is stored under
 the same key the Metrics page looks up (``fer_core.evaluation.cache``), so a later run finds
@@ -18,6 +22,7 @@ from pathlib import Path
 
 from fer_core.common.paths import default_data_path
 from fer_core.data.dataset import DatasetError, available_splits, load_split
+from fer_core.data.splits import report_split
 from fer_core.evaluation.cache import cached_evaluate
 from fer_core.models.active import shipped_models
 from fer_core.models.checkpoint import CheckpointError
@@ -44,12 +49,14 @@ def precompute(data: str | Path, splits: list[str], models: dict[str, Path],
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fer-precompute", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=None, help="FER-2013 folder or fer2013.csv (default: $FER_DATA or data/fer2013)")
-    ap.add_argument("--splits", default="test", help="comma list of splits (default: test)")
+    ap.add_argument("--data", default=None,
+                    help="FER-2013 or FER+ folder, or fer2013.csv (default: $FER_DATA or data/fer2013)")
+    ap.add_argument("--splits", default=None,
+                    help="comma list of splits (default: the data's report split: test, else val)")
     args = ap.parse_args(argv)
     data = args.data or default_data_path()
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     try:
+        splits = [s.strip() for s in (args.splits or report_split(data)).split(",") if s.strip()]
         present = available_splits(data)
         missing = [s for s in splits if s not in present]
         if missing:

@@ -19,6 +19,9 @@ Rules of that round trip:
 - Structure is checked (a part where a part belongs, required fields present, a number where a
   number belongs: ``CardError``); the numbers are stored as written, never converted, so a
   rewritten card is byte-identical.
+- A model answers its own classes (``classes``: FER-2013's seven, or FER+'s eight); a card without
+  them is FER-2013's. Each ``TestMetrics`` names the classes of the data it was measured on, which
+  may differ from the model's (``fer_core.common.labels.to_label_space``).
 - The training configs (``config``) stay plain dicts: they are ``TrainConfig``s of the training
   layer, which this layer cannot import, and their keys changed over time (``teacher``,
   ``init``, ``val_seed`` came later), so typing them here would reject old cards.
@@ -33,9 +36,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+from fer_core.common.labels import EMOTIONS
 from fer_core.common.values import is_count, is_number
 from fer_core.models.checkpoint import resolve_weights
 from fer_core.models.zoo import ENSEMBLE, architecture_label, legacy_members
+
+LEGACY_TEST_SET = "FER-2013 PublicTest"
+"""What every card shipped before cards named their test split was scored on."""
 
 
 class CardError(ValueError):
@@ -128,14 +135,27 @@ class ClassScores(_Part):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _names(value: Any) -> list:
+    """A label space: a list of class names."""
+    names = _list(value)
+    if not all(isinstance(c, str) for c in names):
+        raise CardError("classes: expected a list of class names")
+    return names
+
+
 @dataclass
 class TestMetrics(_Part):
-    """``Evaluation.metrics()`` on a split, plus which split. A run's ``metrics.json`` adds its
-    ``train_seconds`` and ``best_val_acc`` (kept in ``extra``); every field may be missing from a
-    run killed or written by hand, so readers check for None."""
+    """``Evaluation.metrics()`` on a split, plus which split (and, for a card's ``also``, which data).
+    A run's ``metrics.json`` adds its ``train_seconds`` and ``best_val_acc`` (kept in ``extra``);
+    every field may be missing from a run killed or written by hand, so readers check for None.
+
+    ``classes`` is the label space of the data scored (of ``per_class`` and the confusion matrix);
+    cards written before models had their own label space lack it: FER-2013's seven.
+    ``agreement`` and ``vote_cross_entropy`` are FER+'s measures, present where the data had votes."""
 
     __test__ = False  # not a pytest test class, despite its name
 
+    data: str | None = None  # the data's name, on the extra evaluations of a card (``ModelCard.also``)
     split: str | None = None
     accuracy: float | None = None
     macro_f1: float | None = None
@@ -144,9 +164,16 @@ class TestMetrics(_Part):
     confusion_matrix: list[list[int]] | None = None
     n: int | None = None
     tta: bool | None = None
+    classes: list[str] | None = None
+    agreement: float | None = None  # mean share of a face's annotators who chose the predicted label
+    vote_cross_entropy: float | None = None  # nats, of the probabilities against the vote distribution
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _nested: ClassVar = {"per_class": _dict_of(ClassScores), "confusion_matrix": _matrix}
+    _nested: ClassVar = {"per_class": _dict_of(ClassScores), "confusion_matrix": _matrix, "classes": _names}
+
+    def label_space(self, default: tuple[str, ...] | list[str] = EMOTIONS) -> tuple[str, ...]:
+        """The classes ``per_class`` and the confusion matrix are in: the stored ones, else ``default``."""
+        return tuple(self.classes) if self.classes else tuple(default)
 
 
 @dataclass
@@ -216,6 +243,7 @@ class ModelCard(_Part):
     params: int | None = None
     macs: int | None = None
     storage: str | None = None  # None: float16, on cards written before int8 storage existed
+    classes: list[str] | None = None  # the model's label space; None: FER-2013's seven, on older cards
     date: str | None = None
     train_command: str | None = None
     config: list[dict[str, Any]] | None = None
@@ -227,8 +255,10 @@ class ModelCard(_Part):
     members: list[MemberTraining] | None = None
     eval_command: str | None = None
     val: ValidationScores | None = None
+    test_set: str | None = None  # the split ``test`` is on, in words; None: FER-2013 PublicTest on older cards
     test: TestMetrics | None = None
     test_tta: TestMetrics | None = None
+    also: list[TestMetrics] | None = None  # the model measured on other data (``TestMetrics.data``)
     latency: Latency | None = None
     eval_seconds: float | None = None
     source: str | None = None  # "run": assembled from a run folder by load_card
@@ -237,8 +267,26 @@ class ModelCard(_Part):
     _nested: ClassVar = {"config": _list, "data": DataSummary.from_dict, "val_acc": _list,
                          "members": _list_of(MemberTraining), "val": ValidationScores.from_dict,
                          "test": TestMetrics.from_dict, "test_tta": TestMetrics.from_dict,
-                         "latency": Latency.from_dict}
+                         "latency": Latency.from_dict, "classes": _names, "also": _list_of(TestMetrics)}
     _always: ClassVar = ("val",)
+
+    @property
+    def model_classes(self) -> tuple[str, ...]:
+        """The classes the model answers."""
+        return tuple(self.classes) if self.classes else EMOTIONS
+
+    @property
+    def test_classes(self) -> tuple[str, ...]:
+        """The classes of the data ``test`` was measured on (its per-class table and confusion matrix)."""
+        return (self.test or TestMetrics()).label_space(self.model_classes)
+
+    @property
+    def test_words(self) -> str | None:
+        """The split ``test`` is on, in words; cards shipped before they said so were all scored on
+        FER-2013 PublicTest. None for a card assembled from a run (its split name is all there is)."""
+        if self.test_set:
+            return self.test_set
+        return None if self.source == "run" else LEGACY_TEST_SET
 
     @property
     def stored_as(self) -> str:
@@ -283,7 +331,7 @@ def load_card(weights: str | os.PathLike) -> ModelCard | None:
         config = json.loads((run / "config.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
         return ModelCard.from_dict({"name": run.name, "arch": config["model"]["arch"], "params": config.get("params"),
-                                    "config": [config["train"]], "data": config.get("data"), "test": metrics,
-                                    "source": "run"})
+                                    "classes": config["model"].get("classes"), "config": [config["train"]],
+                                    "data": config.get("data"), "test": metrics, "source": "run"})
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -151,3 +151,17 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except (ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{p}: weights do not fit their config ({exc})") from None
     return model.to(device).eval(), config
+
+
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """The config a weights file carries (architecture, classes), read from its metadata without
+    loading a tensor: what a page needs to name a model's classes before (or without) scoring it."""
+    from safetensors import safe_open
+
+    p = resolve_weights(path)
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        return ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{p}: no readable model config ({exc})") from None

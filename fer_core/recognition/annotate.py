@@ -22,6 +22,7 @@ EMOTION_COLORS: dict[str, str] = {
     "sad": "#1f77b4",
     "surprise": "#ff7f0e",
     "neutral": "#7f7f7f",
+    "contempt": "#bcbd22",
 }
 """Hex colours per emotion, for boxes and charts alike."""
 

@@ -4,6 +4,14 @@ Weights are stored as float16 (half the bytes), or as int8 with per-channel scal
 would not fit the 20 MB limit of a file in ``weights/``, and measured after that rounding.
 
     python -m fer_core.runs.ship RUN_DIR [RUN_DIR ...] --name model --data data/fer2013 --command "python train.py ..."
+    python -m fer_core.runs.ship RUN_DIR --name ferplus --data data/ferplus --command "..." \
+        --also data/fer2013:test --also /path/ckplus48:test
+
+The card is measured on the data's report split (``fer_core.data.splits``): test/ where the data has
+one, else val (FER+ valid, where FER+ models are reported), and names it in words. Each ``--also``
+scores the model on other data too, by the cross-label rule (``fer_core.common.labels.to_label_space``:
+a class the model lacks is never predicted, a class the data lacks is left out of the model's choice),
+recorded in the card's ``also`` and shown under "Also measured on".
 
 Several runs ship as one ensemble of their networks: its config says ``"arch": "ensemble"`` and lists
 the member architectures (``fer_core.models.zoo.ModelConfig``); any mix of networks makes one.
@@ -19,6 +27,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -27,11 +37,11 @@ import torch
 from fer_core.common.atomic import write_json, write_text
 from fer_core.common.device import cpu_name, resolve_precision
 from fer_core.common.formatting import percent
-from fer_core.common.labels import EMOTIONS
-from fer_core.common.paths import WEIGHTS_DIR
-from fer_core.data.dataset import Split, load_split
+from fer_core.common.paths import WEIGHTS_DIR, shown_path
+from fer_core.data.dataset import SPLITS, DatasetError, Split, load_split
+from fer_core.data.splits import data_name, describe_split, report_split
 from fer_core.evaluation.bench import inference_speed
-from fer_core.evaluation.evaluate import evaluate
+from fer_core.evaluation.evaluate import Evaluation, evaluate
 from fer_core.models.card import DataSummary, Latency, MemberTraining, ModelCard, TestMetrics, ValidationScores
 from fer_core.models.checkpoint import (
     SHIPPED_FILE_LIMIT,
@@ -55,12 +65,42 @@ def measure_latency(model: torch.nn.Module) -> Latency:
 STORAGE_WORDS = {"float16": "float16", "int8": "int8 with a float32 scale per output channel (BatchNorm in float32)"}
 
 
+def _fer_plus_line(t: TestMetrics) -> list[str]:
+    """FER+'s measures beyond the majority accuracy, where the data had votes."""
+    if t.agreement is None or t.vote_cross_entropy is None:
+        return []
+    return [f"- FER+ measures (majority protocol): annotator agreement **{t.agreement:.3f}** (the mean share of a "
+            f"face's ten annotators who chose the predicted label), cross-entropy vs votes "
+            f"**{t.vote_cross_entropy:.3f} nats** (of the probabilities against the vote distribution)"]
+
+
+def _also_table(card: ModelCard) -> list[str]:
+    """The card's extra evaluations as a small table."""
+    if not card.also:
+        return []
+    lines = ["", "Also measured on (no TTA; a class the model lacks counts as never predicted, a class the data "
+             "lacks is left out of the model's choice):", "",
+             "| data | split | n | accuracy | macro-F1 | recall per class |", "|---|---|---:|---:|---:|---|"]
+    for a in card.also:
+        pc = a.per_class or {}
+        recall = " · ".join(f"{c} {pc[c].recall:.2f}" for c in a.label_space() if c in pc and pc[c].support)
+        lines.append(f"| {a.data or '?'} | {a.split or '?'} | {a.n if a.n is not None else '?'} | "
+                     f"{percent(a.accuracy, 2)} | "
+                     f"{f'{a.macro_f1:.4f}' if a.macro_f1 is not None else '—'} | {recall or '—'} |")
+    return lines
+
+
 def card_markdown(card: ModelCard) -> str:
     """One model's section of MODEL_CARD.md; the card must be a shipped one (every measured field present)."""
     t, tt, lat, data = card.test, card.test_tta, card.latency, card.data
     if t is None or tt is None or lat is None or data is None or t.per_class is None or t.confusion_matrix is None:
         raise ValueError(f"the card of {card.name} lacks its test metrics, latency or data: not a shipped card")
+    classes = [c for c in card.test_classes if c in t.per_class]  # a card written by hand may leave one out
+    if len(t.confusion_matrix) != len(card.test_classes):
+        raise ValueError(f"the card of {card.name} has a {len(t.confusion_matrix)}-row confusion matrix for "
+                         f"{len(card.test_classes)} classes")
     config = card.config or []
+    ferplus = t.agreement is not None
     lines = [
         f"## `{card.name}` — {card.architecture}",
         "",
@@ -68,6 +108,7 @@ def card_markdown(card: ModelCard) -> str:
         "",
         f"- Parameters: {card.params:,}; forward MACs per face: {(card.macs or 0) / 1e6:.1f} M; weights stored as "
         f"{STORAGE_WORDS[card.stored_as]}",
+        *([f"- Classes ({len(card.model_classes)}): {', '.join(card.model_classes)}"] if card.classes else []),
         f"- Trained with: `{card.train_command}`",
         f"- Training: {card.epochs} epochs, {card.train_minutes or 0:.0f} min on {card.hardware}; "
         "best validation accuracy " + " / ".join(percent(v, 2) for v in card.val_acc or [])
@@ -79,8 +120,10 @@ def card_markdown(card: ModelCard) -> str:
         + (f"test hash `{data.test_hash}`" if data.test_hash else "trained without test/ beside it (no test hash)"),
         *([f"- Validation slice of train/ (n={v.n}, where choices were made): {percent(v.accuracy, 2)} "
             f"({percent(v.tta_accuracy, 2)} with TTA)"] if (v := card.val) else []),
-        f"- **Test (FER-2013 PublicTest, n={t.n})**: accuracy **{percent(t.accuracy, 2)}**, macro-F1 "
+        f"- **Test ({card.test_words}, n={t.n})**: {'FER+ majority accuracy' if ferplus else 'accuracy'} "
+        f"**{percent(t.accuracy, 2)}**, macro-F1 "
         f"**{t.macro_f1:.4f}** (no TTA); with TTA (14 views) {percent(tt.accuracy, 2)} / {tt.macro_f1:.4f}",
+        *_fer_plus_line(t),
         f"- Evaluate: `{card.eval_command}`",
         f"- Latency ({lat.precision}, {lat.cpu}): "
         f"{lat.latency_b1_ms:.2f} ms per face at batch 1, "
@@ -89,17 +132,23 @@ def card_markdown(card: ModelCard) -> str:
         "| class | precision | recall | F1 | support |",
         "|---|---:|---:|---:|---:|",
     ]
-    for c in EMOTIONS:
+    for c in classes:
         pc = t.per_class[c]
         lines.append(f"| {c} | {pc.precision:.3f} | {pc.recall:.3f} | {pc.f1:.3f} | {pc.support} |")
-    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
-              "| | " + " | ".join(EMOTIONS) + " |", "|---|" + "---:|" * len(EMOTIONS)]
-    for c, row in zip(EMOTIONS, t.confusion_matrix, strict=True):
+    lines += ["", "Confusion matrix (rows: true" + (" majority label" if ferplus else "") + ", columns: predicted):",
+              "", "| | " + " | ".join(card.test_classes) + " |", "|---|" + "---:|" * len(card.test_classes)]
+    for c, row in zip(card.test_classes, t.confusion_matrix, strict=True):
         lines.append(f"| **{c}** | " + " | ".join(str(v) for v in row) + " |")
-    worst = min(EMOTIONS, key=lambda c: t.per_class[c].recall)
-    lines += ["", f"Known weaknesses: lowest recall on **{worst}** "
-              f"({percent(t.per_class[worst].recall, 0)}); FER-2013 labels are noisy (human accuracy is "
-              "about 65±5%), faces are 48x48 grey crops of mostly frontal, adult faces, so expect lower "
+    lines += _also_table(card)
+    present = [c for c in classes if t.per_class[c].support] or classes
+    worst = min(present, key=lambda c: t.per_class[c].recall)
+    missing = [c for c in card.test_classes if c not in card.model_classes]
+    labels = ("FER+ labels are the majority of ten annotators per face (faces without a clear majority are left "
+              "out), yet many faces stay ambiguous" if ferplus else
+              "FER-2013 labels are noisy (human accuracy is about 65±5%)")
+    lines += ["", f"Known weaknesses: lowest recall on **{worst}** ({percent(t.per_class[worst].recall, 0)})"
+              + (f"; the model does not answer {', '.join(missing)}, so it misses every such face" if missing else "")
+              + f"; {labels}, faces are 48x48 grey crops of mostly frontal, adult faces, so expect lower "
               "accuracy on profile views, children, strong lighting and occlusions.", ""]
     return "\n".join(lines)
 
@@ -162,19 +211,59 @@ def shared_validation_slice(configs: list[dict], data: str) -> Split | None:
     return val if val.content_hash() == configs[0]["data"]["val_hash"] else None
 
 
-def validation_scores(model: torch.nn.Module, configs: list[dict], data: str) -> dict | None:
+def validation_scores(model: torch.nn.Module, configs: list[dict], data: str,
+                      classes: Sequence[str] | None = None) -> dict | None:
     """Accuracy on the validation slice every member held out, where an ensemble or TTA is chosen."""
     val = shared_validation_slice(configs, data)
     if val is None:
         return None
-    plain, tta = evaluate(model, val), evaluate(model, val, tta=True)
+    plain, tta = evaluate(model, val, classes=classes), evaluate(model, val, tta=True, classes=classes)
     return {"n": plain.n, "accuracy": plain.accuracy, "macro_f1": plain.metrics()["macro_f1"],
             "tta_accuracy": tta.accuracy, "tta_macro_f1": tta.metrics()["macro_f1"]}
 
 
-def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) -> dict:
+@dataclass(frozen=True)
+class Also:
+    """One ``--also``: other data to measure the model on, by name, path and split."""
+
+    name: str
+    path: str
+    split: str | None  # None: the data's report split
+
+
+def parse_also(spec: str) -> Also:
+    """``[NAME=]PATH[:SPLIT]``: ``data/fer2013:test``, ``ck=/data/ckplus48:test``, ``data/ferplus``
+    (its report split). NAME defaults to the folder's (or file's) name."""
+    name, eq, rest = spec.partition("=")
+    if not eq or not name or "/" in name:
+        name, rest = "", spec
+    path, colon, split = rest.rpartition(":")
+    if not colon or split not in SPLITS:
+        path, split = rest, None
+    if not path:
+        raise ValueError(f"--also {spec!r}: expected [NAME=]PATH[:SPLIT] with SPLIT one of {', '.join(SPLITS)}")
+    return Also(name or data_name(path), path, split)
+
+
+def eval_data_arg(data: str) -> str:
+    """The ``--data`` of a card's commands: the path as the project names it where the data is inside it, else
+    ``data/<its name>``, where the README keeps data (the card's hashes say which data it must be)."""
+    shown = shown_path(Path(data).expanduser().resolve())
+    return shown if not Path(shown).is_absolute() else f"data/{data_name(data)}"
+
+
+def also_metrics(ev: Evaluation, name: str, split: str) -> TestMetrics:
+    """An extra evaluation as a card records it: the data, the split and the headline figures per class."""
+    m = ev.metrics()
+    keep = ("n", "accuracy", "macro_f1", "per_class", "classes", "agreement", "vote_cross_entropy")
+    return TestMetrics.from_dict({"data": name, "split": split, **{k: m[k] for k in keep if k in m}})
+
+
+def ship(runs: list[Path], name: str, data: str, command: str, hardware: str,
+         also: Sequence[str | Also] = ()) -> dict:
     """Measure, then write ``weights/<name>.safetensors``, its config and its card; returns the card as
-    written (``ModelCard.to_dict()``)."""
+    written (``ModelCard.to_dict()``). ``also``: other data to measure the model on (``parse_also``)."""
+    extras = [a if isinstance(a, Also) else parse_also(a) for a in also]
     model, cfg = build_model(runs)
     storage = shipped_storage(model)
     if storage is None:
@@ -182,13 +271,18 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
     round_to_storage(model, storage)  # measure exactly what the file below will hold
     configs = [json.loads((r / "config.json").read_text()) for r in runs]
     summaries = [run_summary(r) for r in runs]
-    test = load_split(data, "test")
+    split_name = report_split(data)
+    test = load_split(data, split_name)
+    others = [(a, load_split(a.path, a.split or report_split(a.path))) for a in extras]  # fail before measuring
     t0 = time.perf_counter()
-    plain, tta = evaluate(model, test), evaluate(model, test, tta=True)
-    val = validation_scores(model, configs, data)
+    plain = evaluate(model, test, classes=cfg.classes)
+    tta = evaluate(model, test, tta=True, classes=cfg.classes)
+    val = validation_scores(model, configs, data, cfg.classes)
+    eval_seconds = round(time.perf_counter() - t0, 1)
+    also_measured = [also_metrics(evaluate(model, s, classes=cfg.classes), a.name, s.name) for a, s in others]
     card = ModelCard(
         name=name, arch=cfg.arch, description=cfg.description(),
-        params=count_params(model), macs=count_macs(model), storage=storage,
+        params=count_params(model), macs=count_macs(model), storage=storage, classes=list(cfg.classes),
         date=date.today().isoformat(),
         train_command=command, config=[c["train"] for c in configs], data=DataSummary.from_dict(configs[0]["data"]),
         epochs=sum(s["epochs"] for s in summaries),
@@ -196,13 +290,15 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str) ->
         hardware=hardware, val_acc=[s["best_val_acc"] for s in summaries],
         # per network, in run order: what fer_core.tools.unship gives back to a rebuilt folder
         members=[MemberTraining.from_dict(s) for s in summaries],
-        # data/fer2013 is where the README keeps the data; the card's hashes say which data it must be
-        eval_command=f"fer-evaluate --data data/fer2013 --split test --weights weights/{name}.safetensors",
+        eval_command=f"fer-evaluate --data {eval_data_arg(data)} --split {split_name} "
+                     f"--weights weights/{name}.safetensors",
         val=ValidationScores.from_dict(val) if val is not None else None,
-        test=TestMetrics.from_dict({"split": "test", **plain.metrics()}),
-        test_tta=TestMetrics.from_dict({"split": "test", **tta.metrics()}),
+        test_set=describe_split(data, split_name),
+        test=TestMetrics.from_dict({"split": split_name, **plain.metrics()}),
+        test_tta=TestMetrics.from_dict({"split": split_name, **tta.metrics()}),
+        also=also_measured or None,
         latency=measure_latency(model),
-        eval_seconds=round(time.perf_counter() - t0, 1),
+        eval_seconds=eval_seconds,
     )
     save_checkpoint(model, cfg, WEIGHTS_DIR / f"{name}.safetensors", storage=storage)
     written = card.to_dict()
@@ -228,12 +324,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--command", required=True, help="the exact training command, for the card")
     ap.add_argument("--hardware", default=cpu_name())
+    ap.add_argument("--also", action="append", default=[], metavar="[NAME=]PATH[:SPLIT]",
+                    help="also measure the model on this data (repeatable), e.g. data/fer2013:test or "
+                         "/path/ckplus48:test; SPLIT defaults to the data's test split, else its val split")
     args = ap.parse_args(argv)
-    card = ship(args.runs, args.name, args.data, args.command, args.hardware)
+    try:
+        also = [parse_also(a) for a in args.also]
+    except ValueError as exc:
+        ap.error(str(exc))
+    try:
+        card = ship(args.runs, args.name, args.data, args.command, args.hardware, also)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     write_model_card_md()
     print(json.dumps({k: card[k] for k in ("name", "arch", "params", "latency")}, indent=2))
-    print(f"test accuracy {card['test']['accuracy']:.4f} (tta {card['test_tta']['accuracy']:.4f}), "
-          f"macro-F1 {card['test']['macro_f1']:.4f}")
+    test = card["test"]
+    print(f"{card['test_set']} accuracy {test['accuracy']:.4f} (tta {card['test_tta']['accuracy']:.4f}), "
+          f"macro-F1 {test['macro_f1']:.4f}"
+          + (f", annotator agreement {test['agreement']:.3f}, cross-entropy vs votes "
+             f"{test['vote_cross_entropy']:.3f} nats" if "agreement" in test else ""))
+    for a in card.get("also", []):
+        print(f"also {a['data']} {a['split']} (n={a['n']}): accuracy {a['accuracy']:.4f}, macro-F1 {a['macro_f1']:.4f}")
     return 0
 
 

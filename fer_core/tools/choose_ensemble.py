@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_core.common.atomic import read_json
+from fer_core.common.labels import to_label_space
 from fer_core.data.dataset import Split
 from fer_core.evaluation.cache import cache_path, load_cached, store, weights_hash
 from fer_core.evaluation.evaluate import Evaluation, predict_probs
@@ -63,15 +64,16 @@ def _run_config(run: Path) -> dict:
 
 
 def _stored_probs(run: Path, val: Split, val_hash: str, storage: str, tta: bool) -> np.ndarray:
-    """The run's probabilities on ``val`` with its weights rounded as ``storage`` keeps them,
-    through the evaluation cache."""
-    path = cache_path(weights_hash(run), val_hash, f"{val.name}-{storage}", tta)
-    hit = load_cached(path, len(val))
+    """The run's probabilities on ``val``, in ``val``'s classes (``to_label_space``), with its weights
+    rounded as ``storage`` keeps them, through the evaluation cache."""
+    path = cache_path(weights_hash(run), val_hash, f"{val.name}-{storage}", tta, val.classes)
+    hit = load_cached(path, len(val), val.classes)
     if hit is not None:
         return hit.probs
-    model, _ = load_checkpoint(run)
-    probs = predict_probs(round_to_storage(model, storage), val.images, tta=tta)
-    store(path, Evaluation(probs, val.labels.numpy(), tta=tta))
+    model, cfg = load_checkpoint(run)
+    probs = to_label_space(predict_probs(round_to_storage(model, storage), val.images, tta=tta), cfg.classes,
+                           val.classes)
+    store(path, Evaluation(probs, val.labels.numpy(), tta=tta, classes=tuple(val.classes)))
     return probs
 
 
@@ -102,8 +104,10 @@ def candidates(runs: list[Path], data: str) -> list[Candidate]:
             storage = storage_for({s: sum(sizes[r][s] for r in subset) for s in ("float16", "int8")})
             if storage is None:
                 continue
-            with_tta = Evaluation(np.mean([member(r, storage, True) for r in subset], 0), labels, tta=True)
-            plain = Evaluation(np.mean([member(r, storage, False) for r in subset], 0), labels, tta=False)
+            with_tta = Evaluation(np.mean([member(r, storage, True) for r in subset], 0), labels, tta=True,
+                                  classes=tuple(val.classes))
+            plain = Evaluation(np.mean([member(r, storage, False) for r in subset], 0), labels, tta=False,
+                               classes=tuple(val.classes))
             found.append(Candidate(
                 runs=subset, members=tuple(sorted(archs[r] for r in subset)), params=sum(params[r] for r in subset),
                 storage=storage,

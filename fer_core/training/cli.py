@@ -1,4 +1,4 @@
-"""Train a FER-2013 model from the command line (``python train.py`` or ``fer-train``).
+"""Train a FER-2013 or FER+ model from the command line (``python train.py`` or ``fer-train``).
 
     python train.py --data data/fer2013 --arch paper --optimizer amsgrad --lr 0.01 --epochs 1 --subset 200
     python train.py --resume runs/<run>      # continue an interrupted run where it stopped
@@ -16,6 +16,7 @@ import sys
 from fer_core.models.zoo import list_models
 from fer_core.training import distributed
 from fer_core.training.loop import OPTIMIZERS, SCHEDULES, TrainConfig, TrainingError, resume, train
+from fer_core.training.targets import TARGET_MODES
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig | str:
@@ -25,7 +26,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig | str:
     ap.add_argument("--resume", metavar="RUN", help="continue this interrupted or cancelled run from its last "
                                                     "finished epoch, with its own saved settings (give no others)")
     ap.add_argument("--data", default=d.data,
-                    help="FER-2013 folder or fer2013.csv (default: $FER_DATA or data/fer2013)")
+                    help="the label source: FER-2013 (folder or fer2013.csv: 7 classes, one label per face) or FER+ "
+                         "(Microsoft's FER2013Train/Valid/Test folders, or fer2013.csv + fer2013new.csv: 8 classes "
+                         "with ten votes per face) (default: $FER_DATA or data/fer2013)")
     ap.add_argument("--arch", default=d.arch, choices=list_models())
     ap.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
     ap.add_argument("--lr", type=float, default=d.lr, help="learning rate (peak rate for onecycle)")
@@ -35,7 +38,21 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig | str:
     ap.add_argument("--momentum", type=float, default=d.momentum, help="for sgd / sgd_nesterov")
     ap.add_argument("--schedule", default=d.schedule, choices=SCHEDULES)
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment)
+    ap.add_argument("--camera-augment", action=argparse.BooleanOptionalAction, default=d.camera_augment,
+                    help="with --augment: also vary exposure (brightness, contrast, gamma), focus blur and sensor "
+                         "noise per face, as real cameras do")
     ap.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    ap.add_argument("--target", default=d.target, choices=TARGET_MODES,
+                    help="what each step aims at, with FER+ data (Barsoum et al. 2016): majority = the majority "
+                         "label (FER-2013's label on FER-2013 data); probability = a label drawn from the ten votes "
+                         "at every step; crossentropy = the vote distribution; multitarget = any emotion with "
+                         ">= 30%% of the votes")
+    ap.add_argument("--fer2013", default=d.fer2013, metavar="DATA",
+                    help="with FER+ data: a FER-2013 copy (folder or fer2013.csv) whose own label of each training "
+                         "face is blended into its FER+ target (faces are matched by pixels; the fer2013.csv + "
+                         "fer2013new.csv pair needs no copy)")
+    ap.add_argument("--fer2013-share", type=float, default=d.fer2013_share,
+                    help="FER-2013's label's share of each target, with --fer2013")
     ap.add_argument("--val-fraction", type=float, default=d.val_fraction,
                     help="stratified slice of train used for validation when the data has no val split")
     ap.add_argument("--subset", type=int, default=d.subset, help="train on at most N images per class")

@@ -12,25 +12,22 @@ trained on flipped faces too), so distilling costs one teacher pass (about 3 min
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from fer_core.common.labels import to_label_space
 from fer_core.evaluation.evaluate import predict_probs
 from fer_core.models.checkpoint import load_checkpoint
 
 
 def teacher_probs(weights: str | os.PathLike, images: torch.Tensor, device: torch.device, precision: str,
-                  batch_size: int = 512) -> torch.Tensor:
-    """uint8 (N,1,48,48) -> float (N,7) on ``device``: the teacher's probabilities, mean of face and mirror."""
-    teacher, _ = load_checkpoint(weights, device)
+                  classes: Sequence[str] | None = None, batch_size: int = 512) -> torch.Tensor:
+    """uint8 (N,1,48,48) -> float (N, classes) on ``device``: the teacher's probabilities, mean of face and
+    mirror, in the student's ``classes`` (the teacher's own by default). A FER-2013 teacher of a FER+
+    student gives contempt nothing (``to_label_space``)."""
+    teacher, cfg = load_checkpoint(weights, device)
     face, mirror = (predict_probs(teacher, x, batch_size=batch_size, precision=precision)
                     for x in (images, images.flip(3)))
-    return torch.from_numpy((face + mirror) / 2).to(device)
-
-
-def blended_targets(labels: torch.Tensor, soft: torch.Tensor | None, weight: float) -> torch.Tensor:
-    """Class indices when there is no teacher, else ``(1 - weight) * one-hot + weight * teacher``."""
-    if soft is None:
-        return labels
-    return (1 - weight) * F.one_hot(labels, soft.shape[1]).to(soft.dtype) + weight * soft
+    probs = to_label_space((face + mirror) / 2, cfg.classes, classes if classes is not None else cfg.classes)
+    return torch.from_numpy(probs).to(device)

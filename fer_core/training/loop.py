@@ -27,21 +27,21 @@ from torch import nn
 
 from fer_core.common.atomic import read_json, write_json, write_text
 from fer_core.common.device import autocast, resolve_device, resolve_precision
-from fer_core.common.labels import EMOTIONS
 from fer_core.common.paths import default_data_path, runs_dir
 from fer_core.common.process import pid_alive
-from fer_core.data.augment import augment_batch
-from fer_core.data.dataset import Split, validate_dataset
+from fer_core.data.augment import CAMERA, AugmentConfig, augment_batch
+from fer_core.data.dataset import Split, dataset_classes, validate_dataset
 from fer_core.data.prepare import VAL_FRACTION, PreparedData, prepare
 from fer_core.evaluation.cache import weights_hash
 from fer_core.evaluation.evaluate import evaluate
 from fer_core.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.models.zoo import ModelConfig, count_params, create_model, list_models
 from fer_core.training import distributed
-from fer_core.training.distill import blended_targets, teacher_probs
+from fer_core.training.distill import teacher_probs
 from fer_core.training.distributed import Ranks
 from fer_core.training.history import ACTIVE_STATES, now_stamp, read_history
 from fer_core.training.resume import ResumeState, clear_state, load_state, restore, save_state
+from fer_core.training.targets import TARGET_MODES, face_targets, step_targets, target_loss
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "amsgrad", "adamw", "rmsprop", "adagrad", "adadelta", "nadam")
 SCHEDULES = ("none", "cosine", "onecycle", "plateau")
@@ -67,7 +67,11 @@ class TrainConfig:
     momentum: float = 0.9
     schedule: str = "onecycle"
     augment: bool = True
+    camera_augment: bool = False  # with augment: also a real camera's exposure, blur and noise (augment.CAMERA)
     label_smoothing: float = 0.1
+    target: str = "majority"  # what a step aims at: the label, or one of FER+'s vote targets (TARGET_MODES)
+    fer2013: str | None = None  # FER-2013's own labels of FER+'s faces, from this copy (see prepare), to blend in
+    fer2013_share: float = 0.3  # FER-2013's label's share of each FER+ target, with ``fer2013``
     val_fraction: float = VAL_FRACTION
     subset: int | None = None  # images per class, for short runs
     clean: bool = True
@@ -100,17 +104,39 @@ class TrainConfig:
             problems.append(f"weight decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"label smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.target not in TARGET_MODES:
+            problems.append(f"unknown target '{self.target}' (known: {', '.join(TARGET_MODES)})")
         if self.val_seed is not None and not isinstance(self.val_seed, int):
             problems.append(f"validation seed must be a whole number, got {self.val_seed}")
         if not 0 < self.val_fraction < 1:
             problems.append(f"validation fraction must lie strictly between 0 and 1, got {self.val_fraction}")
         if not (isinstance(self.distill, int | float) and 0 <= self.distill <= 1):
             problems.append(f"distillation weight must lie in [0, 1], got {self.distill}")
+        try:
+            classes = dataset_classes(self.data)
+        except ValueError:
+            classes = None  # the dataset's own problem is reported below
+        if self.target != "majority" and classes is not None and len(classes) == 7:
+            problems.append(f"target '{self.target}' needs FER+'s votes, and {self.data} has one FER-2013 label "
+                            "per face (give FER+ data, or --target majority)")
+        if not (isinstance(self.fer2013_share, int | float) and 0 <= self.fer2013_share < 1):
+            problems.append(f"FER-2013's share must lie in [0, 1), got {self.fer2013_share}")
+        if self.fer2013 is not None:
+            if classes is not None and len(classes) == 7:
+                problems.append("--fer2013 blends FER-2013's labels into FER+'s votes: the data must be FER+")
+            if self.target == "multitarget":
+                problems.append("--fer2013 blends a label into a distribution: use it with majority, probability or "
+                                "crossentropy targets")
+            try:
+                validate_dataset(self.fer2013)
+            except ValueError as exc:
+                problems.append(f"--fer2013: {exc}")
         if self.teacher is not None:
             try:
                 _, teacher = load_checkpoint(self.teacher)
-                if teacher.classes != list(EMOTIONS):
-                    problems.append(f"teacher {self.teacher} answers {teacher.classes}, not the 7 FER-2013 classes")
+                if classes is not None and not set(teacher.classes) <= set(classes):
+                    problems.append(f"teacher {self.teacher} answers {', '.join(teacher.classes)}, which are not "
+                                    f"all classes of this data ({', '.join(classes)})")
             except CheckpointError as exc:
                 problems.append(f"teacher: {exc}")
         if self.init is not None:
@@ -147,7 +173,7 @@ class TrainConfig:
 def prepare_data(cfg: TrainConfig) -> PreparedData:
     """The run's data, as ``fer_core.data.prepare`` draws it from the run's settings."""
     return prepare(cfg.data, seed=cfg.seed, val_seed=cfg.val_seed, val_fraction=cfg.val_fraction, clean=cfg.clean,
-                   subset=cfg.subset)
+                   subset=cfg.subset, fer2013=cfg.fer2013)
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -359,8 +385,9 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
         log(data.cleaning.format())
         if ranks.main:
             write_json(out / "cleaning.json", data.cleaning.to_dict())
-    model = create_model(cfg.arch).to(device).to(memory_format=torch.channels_last)
-    model_cfg = ModelConfig(arch=cfg.arch)
+    classes = list(data.train.classes)
+    model = create_model(cfg.arch, len(classes)).to(device).to(memory_format=torch.channels_last)
+    model_cfg = ModelConfig(arch=cfg.arch, num_classes=len(classes), classes=classes)
     steps, batch = ranks.steps(len(data.train), cfg.batch_size), ranks.per_rank_batch(cfg.batch_size)
     opt = build_optimizer(cfg, model)
     sched, per_step = build_schedule(cfg, opt, steps)
@@ -374,7 +401,8 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
             raise TrainingError(f"the {role} weights {pinned and pinned['weights']} are not the file this run "
                                 "started with (their hash differs); it cannot be resumed with them")
     if cfg.init is not None:
-        model.load_state_dict(load_checkpoint(cfg.init)[0].state_dict())
+        start, start_cfg = load_checkpoint(cfg.init)
+        load_matching_classes(model, classes, start, start_cfg.classes)
     if state is None and ranks.main:
         write_json(out / "config.json", {
             "train": asdict(cfg), "model": model_cfg.to_dict(), "params": count_params(model),
@@ -385,10 +413,18 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
         f"{device} {precision} | run folder {out}"
         + (f" | {ranks.world} processes, {batch} images of each batch per process" if ranks.active else ""))
     images, labels = ranks.shard(data.train.images).to(device), ranks.shard(data.train.labels).to(device)
-    soft = teacher_probs(cfg.teacher, ranks.shard(data.train.images), device, precision) if cfg.teacher else None
-    if soft is not None:
+    soft = None
+    if cfg.teacher:
+        soft = teacher_probs(cfg.teacher, ranks.shard(data.train.images), device, precision, classes)
         log(f"teacher {cfg.teacher}: {(soft.argmax(1) == labels).float().mean():.2%} of training labels; "
-            f"targets are {1 - cfg.distill:g} label + {cfg.distill:g} teacher")
+            f"targets are {1 - cfg.distill:g} {cfg.target} + {cfg.distill:g} teacher")
+    per_face = face_targets(data.train, cfg.target, cfg.fer2013_share if cfg.fer2013 else 0.0)
+    if cfg.fer2013:
+        known = data.train.fer2013_labels is not None and int((data.train.fer2013_labels >= 0).sum())
+        log(f"FER-2013's label of {known or 0:,} of {len(data.train):,} training faces takes {cfg.fer2013_share:g} "
+            "of their targets")
+    if per_face is not None:
+        per_face = ranks.shard(per_face).to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     best_acc, started, first = -1.0, time.monotonic(), 1
     if state is not None:
@@ -413,13 +449,14 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
         bar = tqdm(order.view(steps, -1), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show_bar)
         for step, idx in enumerate(bar, start=1):
             x, y = images[idx].float().div_(255), labels[idx]
-            target = blended_targets(y, None if soft is None else soft[idx], cfg.distill)
+            teach = None if soft is None else soft[idx]
+            target = step_targets(cfg.target, y, None if per_face is None else per_face[idx], teach, cfg.distill, gen)
             if cfg.augment:
-                x = augment_batch(x, gen)
+                x = augment_batch(x, gen, CAMERA if cfg.camera_augment else AugmentConfig())
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+                loss = target_loss(cfg.target, logits.float(), target, cfg.label_smoothing, teach, cfg.distill)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -475,6 +512,29 @@ def fit(cfg: TrainConfig, out: Path, writer: RunWriter, log: Callable[[str], Non
         clear_state(out)
 
 
+def load_matching_classes(model: nn.Module, classes: list[str], start: nn.Module, start_classes: list[str]) -> None:
+    """Start ``model`` from ``start``'s weights; where their classes differ (a 7-class FER-2013 network
+    fine-tuned on FER+'s 8), the last layer's rows are copied by class name, and a class ``start`` never
+    learned keeps its fresh initialisation."""
+    theirs = start.state_dict()
+    if classes == list(start_classes):
+        model.load_state_dict(theirs)
+        return
+    ours = model.state_dict()
+    for key, value in theirs.items():
+        if key not in ours:
+            raise TrainingError(f"--init weights do not fit this architecture ({key})")
+        if value.shape == ours[key].shape:
+            ours[key] = value
+        elif value.shape[0] == len(start_classes) and ours[key].shape[0] == len(classes):  # the classifier
+            for i, c in enumerate(classes):
+                if c in start_classes:
+                    ours[key][i] = value[start_classes.index(c)]
+        else:
+            raise TrainingError(f"--init weights do not fit this architecture ({key}: {tuple(value.shape)})")
+    model.load_state_dict(ours)
+
+
 def _validate(model: nn.Module, val: Split, precision: str) -> tuple[float, float]:
     """Validation accuracy and loss (the mean negative log-likelihood)."""
     result = evaluate(model, val, precision=precision)
@@ -500,4 +560,4 @@ def finish(out: Path, data: PreparedData, writer: RunWriter, log: Callable[[str]
     write_text(out / "report.txt", f"{split.name} split\n{result.format()}\n")
     log(f"{split.name}: {result.format()}")
     writer.update_progress(force=True, status="finished", test_acc=result.accuracy,
-                           macro_f1=metrics["macro_f1"], classes=list(EMOTIONS))
+                           macro_f1=metrics["macro_f1"], classes=list(data.train.classes))
