@@ -9,15 +9,21 @@ from fer_core.common.formatting import percent
 from fer_core.common.paths import shown_path
 from fer_core.models.active import accurate_weights, active_weights, shipped_models
 from fer_core.models.card import TestMetrics, load_card
+from fer_core.models.checkpoint import CheckpointError, read_config
 from fer_core.runs.app_settings import ADMIN_KEY, training_visible
 
 st.title("fer — facial emotion recognition")
+try:
+    classes = tuple(read_config(accurate_weights()).classes)
+except CheckpointError:
+    classes = EMOTIONS
 st.markdown(
-    "Find every face in a photo, a video or your webcam and read its expression as one of the seven "
-    f"FER-2013 emotions: **{', '.join(EMOTIONS)}**. Faces are found by MTCNN (or, as in the paper, "
+    f"Find every face in a photo, a video or your webcam and read its expression as one of {len(classes)} "
+    f"emotions: **{', '.join(classes)}**. Faces are found by MTCNN (or, as in the paper, "
     "OpenCV's Haar cascade), turned upright by their eyes and classified by a convolutional network "
-    "trained from scratch on FER-2013 (48×48 grey faces), "
-    "after the paper *Deep Learning-Based Facial Emotion Recognition with Optimized CNN* "
+    "trained on FER-2013's 48×48 grey faces"
+    + (" and FER+'s ten votes per face (what people agree a face shows)" if "contempt" in classes else "")
+    + ", after the paper *Deep Learning-Based Facial Emotion Recognition with Optimized CNN* "
     "(Bodapati et al.), which reached 65% — and much further."
 )
 
