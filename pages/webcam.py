@@ -53,6 +53,8 @@ except ValueError as exc:
 
 proc: WebcamProcessor | None = st.session_state.get("webcam_processor")
 if proc is None or proc.recognizer.weights != rec.weights or proc.recognizer.detector is not rec.detector:
+    if proc is not None:
+        proc.close()  # its detector thread: the new processor brings its own
     proc = WebcamProcessor(rec, smoothing=smoothing)
     st.session_state["webcam_processor"] = proc
 proc.smoothing = smoothing

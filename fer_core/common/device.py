@@ -34,6 +34,17 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def cpu_flags() -> str:
+    """The CPU features that decide which kernels run (AVX2, AVX-512, bf16, AMX), and the bf16 ones it
+    lacks: a speed figure means little without them."""
+    flags = _cpuinfo().get("flags", "").split()
+    if not flags:
+        return "flags unknown"
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    missing = [f for f in ("avx512_bf16", "amx_bf16") if f not in flags]
+    return " ".join(shown) + (f"; no {', '.join(missing)}" if missing else "")
+
+
 def cpu_name() -> str:
     """The CPU's name with its family and model numbers: a cloud machine's name ("AMD EPYC") stays the
     same when the host under it changes generation, and the speed figures change with it."""

@@ -1,11 +1,17 @@
 """The webcam page's per-frame work, as a plain frame -> frame callable with no Streamlit in it.
 
 streamlit-webrtc calls ``video_frame_callback`` from its own worker thread for every
-frame; this object is that callback. It finds the faces (with MTCNN on every third frame, the
-tracker carrying the boxes in between), classifies all faces in one batch, smooths each
-tracked face's scores, draws boxes, labels and an FPS/latency overlay, and pushes one row
-per face onto a bounded thread-safe queue the page drains into its live chart. Frames exist
+frame; this object is that callback. It finds the faces, classifies all faces of the frame in one
+batch, smooths each tracked face's scores, draws boxes, labels and an FPS/latency overlay, and pushes
+one row per face onto a bounded thread-safe queue the page drains into its live chart. Frames exist
 only in memory: nothing is written.
+
+The frame path never waits for the detector (``asynchronous``, the default): the detector runs in a
+thread of its own on the newest frame offered (``detector_worker``), and its boxes, found on a frame
+that is a few frames old by the time they arrive, are carried to the frame being drawn by optical flow
+(``motion``), as are the boxes between two detections. A box is therefore drawn where the face is
+now, never where it was when the detector saw it. ``asynchronous=False`` detects in the frame path
+itself, every ``detect_every`` frames, as video files are analysed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import numpy as np
 
 from fer_core.recognition.annotate import draw_faces, draw_overlay
 from fer_core.recognition.detect import Detection, DetectorSettings, to_gray
+from fer_core.recognition.detector_worker import DetectorWorker
+from fer_core.recognition.motion import carried
 from fer_core.recognition.recognizer import Recognizer
 from fer_core.recognition.tracking import IoUTracker
 
@@ -36,9 +44,9 @@ a 48 px floor took 62-67 ms at 320-480 px and 74-83 ms with 40 px, every face fo
 480 px keeps the pixels a blurry, compressed webcam face needs (docs/detection.md)."""
 
 DETECT_EVERY = {"haar": 1, "mtcnn": 3}
-"""Detect on every Nth frame; the tracker carries the boxes in between (faces move little in a
-tenth of a second). MTCNN costs more than a 30 FPS frame budget on a small CPU, and a stride of 3
-keeps the whole pipeline above 25 FPS (``fer-bench --pipeline``)."""
+"""Detect on at most every Nth frame; the boxes are carried in between. MTCNN costs more than a 30 FPS
+frame budget on a small CPU: a stride of 3 keeps its thread at about one core, which leaves the other
+to the frame path (``fer-bench --pipeline``)."""
 
 SETTINGS_WIDTH = 640
 """The frame width the live settings are meant for. A browser lowers a WebRTC stream's resolution
@@ -56,14 +64,18 @@ class WebcamProcessor:
     """
 
     def __init__(self, recognizer: Recognizer, smoothing: float = 0.6, settings: DetectorSettings | None = None,
-                 detect_every: int | None = None, history_rows: int = HISTORY_ROWS) -> None:
+                 detect_every: int | None = None, history_rows: int = HISTORY_ROWS,
+                 asynchronous: bool = True) -> None:
         name = recognizer.detector.name
         self.recognizer = recognizer
         self.settings = settings or WEBCAM_SETTINGS.get(name, recognizer.settings)
         self.detect_every = detect_every or DETECT_EVERY.get(name, 1)
         if self.detect_every < 1:
             raise ValueError("detect_every must be >= 1")
-        self._carried: list[Detection] = []  # the last detection frame's faces, reused until the next one
+        self._carried: list[Detection] = []  # the faces as last placed: found, or carried since
+        self._previous_gray: np.ndarray | None = None  # the frame they were placed on (asynchronous)
+        self._last_offer = -10**9  # the frame last handed to the detector (asynchronous)
+        self._worker = DetectorWorker(self._detect) if asynchronous else None
         self.frame_size = (0, 0)  # (width, height) of the latest frame
         self._carried_size = (0, 0)  # the frame size the carried detections were found in
         self._sized: tuple[int, DetectorSettings] = (0, self.settings)  # settings for the current frame width
@@ -108,7 +120,11 @@ class WebcamProcessor:
             rec = self.recognizer
             self.frame_size = (bgr.shape[1], bgr.shape[0])
             settings = self._settings_for(bgr.shape[1])
-            if self.frames % self.detect_every == 0 or self._carried_size != self.frame_size:
+            if self._worker is not None:
+                gray = to_gray(bgr, "bgr")
+                dets = self._place_faces(bgr, gray)
+                crops = rec.crops(gray, dets, settings)
+            elif self.frames % self.detect_every == 0 or self._carried_size != self.frame_size:
                 # a new frame size (the browser changed resolution) makes the carried boxes meaningless
                 dets, crops = rec.find_faces(bgr, order="bgr", whole=False, settings=settings)
                 self._carried, self._carried_size = dets, self.frame_size
@@ -128,12 +144,43 @@ class WebcamProcessor:
                                f"{len(faces)} face{'s' if len(faces) != 1 else ''}"])
         return out
 
+    def _place_faces(self, bgr: np.ndarray, gray: np.ndarray) -> list[Detection]:
+        """Where the faces are on this frame, without waiting: the detector's newest result carried from
+        the frame it was found on, else the last boxes carried from the previous frame; then this frame
+        is offered to the detector if it is free and due."""
+        if self._carried_size != self.frame_size:  # the browser changed resolution: old boxes mean nothing
+            self._carried, self._previous_gray, self._carried_size = [], None, self.frame_size
+        result = self._worker.take()
+        if result is not None and result.error is None and result.size == self.frame_size:
+            dets = carried(result.detections, result.gray, gray)
+        elif self._previous_gray is not None:
+            dets = carried(self._carried, self._previous_gray, gray)
+        else:
+            dets = self._carried
+        self._carried, self._previous_gray = dets, gray
+        if self.frames - self._last_offer >= self.detect_every and not self._worker.busy:
+            self._worker.offer(self.frames, bgr, gray)
+            self._last_offer = self.frames
+        return dets
+
+    def _detect(self, bgr: np.ndarray) -> list[Detection]:
+        """The detector worker's job: the faces of one frame (run in the worker's thread)."""
+        settings = scaled_settings(self.settings, bgr.shape[1])
+        return self.recognizer.find_faces(bgr, order="bgr", whole=False, settings=settings)[0]
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until the detector has answered every frame offered so far (a bench's warm-up, a test);
+        True at once when it detects in the frame path."""
+        return self._worker is None or self._worker.wait_idle(timeout)
+
+    def close(self) -> None:
+        """End the detector thread (the stream ended); a closed processor detects no more faces."""
+        if self._worker is not None:
+            self._worker.close()
+
     def _settings_for(self, width: int) -> DetectorSettings:
         if width != self._sized[0]:
-            s = self.settings
-            if width < SETTINGS_WIDTH:
-                s = replace(s, min_size=max(12, round(s.min_size * width / SETTINGS_WIDTH)))
-            self._sized = (width, s)
+            self._sized = (width, scaled_settings(self.settings, width))
         return self._sized[1]
 
     def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
@@ -153,6 +200,14 @@ class WebcamProcessor:
             except queue.Empty:
                 break
         return rows
+
+
+def scaled_settings(settings: DetectorSettings, width: int) -> DetectorSettings:
+    """The live settings for a frame ``width`` wide: narrower than ``SETTINGS_WIDTH``, the smallest face
+    shrinks in proportion."""
+    if width < SETTINGS_WIDTH:
+        return replace(settings, min_size=max(12, round(settings.min_size * width / SETTINGS_WIDTH)))
+    return settings
 
 
 def ice_servers(secrets: dict | None = None, env: dict[str, str] | None = None) -> list[dict]:
