@@ -76,6 +76,20 @@ def test_default_detector_finds_every_face_of_the_group_photo(pictures):
     assert score_detections([d.box for d in found], scene.boxes) == (5, 0)
 
 
+def test_photos_find_the_people_at_the_back_from_24_px(pictures):
+    """The default floor finds every face of a group photo whose back row is 24-40 px, with no false box;
+    the old 40 px floor missed most of that row."""
+    from fer_core.recognition.detection_report import small_group
+
+    assert DetectorSettings().min_size == 24
+    scene = small_group(pictures, seed=1)
+    assert min(b[2] for b in scene.boxes) == 24
+    found = [d.box for d in get_detector().detect(scene.image, DetectorSettings())]
+    assert score_detections(found, scene.boxes) == (len(scene.boxes), 0)
+    old = [d.box for d in get_detector().detect(scene.image, DetectorSettings(min_size=40))]
+    assert score_detections(old, scene.boxes)[0] < len(scene.boxes)
+
+
 def test_haar_still_reproduces_the_papers_pipeline(pictures):
     haar = get_detector("haar")
     for name in ("astronaut.png", "grace_hopper.jpg"):

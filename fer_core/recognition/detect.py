@@ -51,7 +51,7 @@ class DetectorSettings:
     scale_factor: float = 1.1  # haar: image-pyramid step; smaller finds more, slower
     min_neighbors: int = 5  # haar: overlapping hits needed to accept a face; higher = fewer false faces
     min_score: float = 0.9  # mtcnn: the O-Net probability a face needs; its false boxes score below it
-    min_size: int = 40  # smallest face, in pixels of the original image
+    min_size: int = 24  # smallest face, in pixels of the original image: the people at the back of a group photo
     max_side: int = 640  # detect on a copy whose long side is at most this (0 = full size)
     # Extra context around the detected box, as a fraction of its side, each way, before the 48x48
     # crop; None = the detector's own measured default (``Detector.margin``), since every detector
