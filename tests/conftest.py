@@ -143,6 +143,16 @@ def csv_data(tmp_path: Path) -> Path:
     return write_csv_dataset(tmp_path / "fer2013.csv", {"Training": 12, "PublicTest": 4, "PrivateTest": 4})
 
 
+REAL_FERPLUS = Path(os.environ.get("FER_TEST_FERPLUS") or Path(__file__).resolve().parents[2] / "shared" / "ferplus")
+
+
+@pytest.fixture(scope="session")
+def real_ferplus() -> Path:
+    if not (REAL_FERPLUS / "FER2013Valid").is_dir():
+        pytest.skip(f"FER+ not found at {REAL_FERPLUS}")
+    return REAL_FERPLUS
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     if not (REAL_DATA / "train").is_dir():

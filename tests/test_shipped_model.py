@@ -4,7 +4,6 @@ no broken preprocessing). Needs the real FER-2013 test split; skipped without it
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -34,11 +33,15 @@ def test_photos_default_to_the_accurate_model_and_it_is_more_accurate() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(shipped_models()))
-def test_shipped_model_scores_its_card_on_test(name: str, real_data: Path) -> None:
+def test_shipped_model_scores_its_card_on_test(name: str, request: pytest.FixtureRequest) -> None:
+    """Each card on the data it names: FER-2013's PublicTest, or FER+'s valid split for a FER+ model."""
     weights = shipped_models()[name]
     card = json.loads(weights.with_suffix(".json").read_text())
-    model, _ = load_checkpoint(weights)
-    result = evaluate(model, load_split(real_data, "test", use_cache=False))
+    model, cfg = load_checkpoint(weights)
+    ferplus = "FER+" in (card.get("test_set") or "")
+    split = (load_split(request.getfixturevalue("real_ferplus"), "val", use_cache=False) if ferplus
+             else load_split(request.getfixturevalue("real_data"), "test", use_cache=False))
+    result = evaluate(model, split, classes=cfg.classes)
     assert result.n == card["test"]["n"]
     assert result.accuracy >= card["test"]["accuracy"] - 0.005
     assert result.metrics()["macro_f1"] >= card["test"]["macro_f1"] - 0.005
