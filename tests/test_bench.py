@@ -31,3 +31,15 @@ def test_fer_bench_dispatches_to_the_pipeline_bench(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         fer_bench(["--help"])
     assert "usage: fer-bench [-h] [--arch" in capsys.readouterr().out
+
+
+def test_kernels_held_to_avx2_mean_fp32_and_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ATEN_CPU_CAPABILITY=avx2`` makes any CPU run as an AVX2-only one: no bf16, and the bench says so."""
+    import torch
+
+    from fer_core.common.device import cpu_flags, cpu_has_native_bf16, resolve_precision
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert not cpu_has_native_bf16()
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert "held to AVX2" in cpu_flags()

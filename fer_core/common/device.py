@@ -9,6 +9,7 @@ so fp32 is used.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from collections.abc import Iterator
 from functools import lru_cache
@@ -29,9 +30,20 @@ def _cpuinfo() -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
 
 
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+"""PyTorch's and oneDNN's own switches that hold their kernels to an older instruction set: with
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` a newer CPU runs as an AVX2-only laptop does."""
+
+
+def isa_capped() -> bool:
+    """Whether the kernels are held to AVX2 or less, whatever the CPU could do."""
+    caps = [os.environ.get(k, "").lower() for k in ISA_CAPS]
+    return any(c and c.startswith(("avx2", "default", "sse")) for c in caps)
+
+
 def cpu_has_native_bf16() -> bool:
     flags = _cpuinfo().get("flags", "").split()
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return ("amx_bf16" in flags or "avx512_bf16" in flags) and not isa_capped()
 
 
 def cpu_flags() -> str:
@@ -42,7 +54,8 @@ def cpu_flags() -> str:
         return "flags unknown"
     shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     missing = [f for f in ("avx512_bf16", "amx_bf16") if f not in flags]
-    return " ".join(shown) + (f"; no {', '.join(missing)}" if missing else "")
+    capped = "; kernels held to AVX2 (" + ", ".join(f"{k}={os.environ[k]}" for k in ISA_CAPS if os.environ.get(k)) + ")"
+    return " ".join(shown) + (f"; no {', '.join(missing)}" if missing else "") + (capped if isa_capped() else "")
 
 
 def cpu_name() -> str:
