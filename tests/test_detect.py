@@ -230,6 +230,6 @@ def test_blazeface_finds_the_portraits_fast_and_nothing_in_the_other_photos(pict
         found = det.detect(pic.image)
         assert score_detections([d.box for d in found], pic.boxes) == (len(pic.boxes), 0), name
         for d in found:
-            (lx, ly), (rx, ry) = d.landmarks[0], d.landmarks[1]
+            (lx, ly), (rx, _) = d.landmarks[0], d.landmarks[1]
             x, y, w, h = d.box
             assert lx < rx and x < lx < x + w and y < ly < y + h / 2
