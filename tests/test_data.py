@@ -85,7 +85,7 @@ def test_cache_invalidates_when_a_file_changes(folder_data: Path) -> None:
     [
         (lambda root: (root / "train" / "happy" / "bad.jpg").write_bytes(b"not an image"), "bad.jpg: not a readable"),
         (lambda root: (root / "train" / "happy" / "empty.png").write_bytes(b""), "empty.png: empty file"),
-        (lambda root: (root / "train" / "contempt").mkdir(), "unknown class folder"),
+        (lambda root: (root / "train" / "bored").mkdir(), "unknown class folder"),
     ],
 )
 def test_bad_folder_input_names_the_file(folder_data: Path, mutate, message: str) -> None:

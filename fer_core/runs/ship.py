@@ -194,10 +194,20 @@ def run_summary(run: Path) -> dict:
         raise ValueError(f"{run}: no history.csv (nor summary.json) says how it was trained")
     init = (json.loads((run / "config.json").read_text()).get("init") or {}).get("weights")
     if init:
-        before = run_summary(Path(init).parent)
+        before = _started_from(Path(init))
         summary = {**summary, "epochs": summary["epochs"] + before["epochs"],
                    "minutes": summary["minutes"] + before["minutes"]}
     return summary
+
+
+def _started_from(weights: Path) -> dict:
+    """The training behind ``--init`` weights: their run's, or, for a shipped single network (a FER-2013
+    model fine-tuned on FER+), what its model card records."""
+    card = weights.with_suffix(".json")
+    if weights.parent.resolve() == WEIGHTS_DIR.resolve() and card.is_file():
+        recorded = json.loads(card.read_text())
+        return {"epochs": recorded["epochs"], "minutes": recorded["train_minutes"]}
+    return run_summary(weights.parent)
 
 
 def shared_validation_slice(configs: list[dict], data: str) -> Split | None:
