@@ -150,7 +150,8 @@ def live_run(proc, bgr: np.ndarray, seconds: float, pan: float = 0.0,
     start = next_at = time.perf_counter()
     k = 0
     while time.perf_counter() - start < seconds or k < 20:
-        dx = (k * pan) % (bgr.shape[1] / 4)  # pan back and forth over a quarter of the frame
+        reach = bgr.shape[1] / 4  # pan back and forth over a quarter of the frame, at a steady speed
+        dx = reach - abs((k * pan) % (2 * reach) - reach)
         frame = panned(bgr, dx) if pan else bgr
         t0 = time.perf_counter()
         proc.process(frame)
