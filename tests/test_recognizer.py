@@ -285,7 +285,7 @@ def test_draw_faces_uses_the_emotions_colour():
     assert tuple(out[100, 50]) == rgb_color("happy")  # left edge of the box
     bgr = draw_faces(img, [face], order="bgr")
     assert tuple(bgr[100, 50]) == rgb_color("happy")[::-1]
-    assert len(set(EMOTION_COLORS.values())) == len(EMOTIONS)
+    assert len(set(EMOTION_COLORS.values())) == len(EMOTION_COLORS) >= len(EMOTIONS) + 1  # distinct, contempt too
 
 
 # ----------------------------------------------------------------------------- webcam callback
@@ -433,7 +433,8 @@ def test_pipeline_bench_times_frames_with_the_faces_it_claims(tiny_weights, real
     assert any("1 face (found 1)" in c for c in cases) and any("3 faces (found 3)" in c for c in cases)
     assert all(r["ms"] > 0 and r["worst"] >= r["p90"] >= r["ms"] for r in rows)
     live = [r for r in rows if "own thread" in r["case"]]
-    assert live and all(r["shown_fps"] > 0 and r["lag_px"] >= 0 for r in live)
+    assert live and all(r["shown_fps"] > 0 for r in live)
+    assert all(r["lag_px"] >= 0 for r in live if "(found 0)" not in r["case"])  # no face, no lag to measure
     table = format_table(rows)
     assert table.startswith("| case | mean ms |") and table.count("\n") == len(rows) + 1
     assert "tiny.safetensors" in about and "avx" in about
