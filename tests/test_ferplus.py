@@ -186,3 +186,28 @@ def test_flat_class_folders_are_one_test_split_in_their_own_classes(tmp_path: Pa
     assert available_splits(tmp_path / "ck") == ["test"]
     split = load_split(tmp_path / "ck", "test")
     assert split.classes == FERPLUS_EMOTIONS and split.class_counts() == [3, 0, 0, 0, 0, 0, 0, 3]
+
+
+def test_class_counts_come_from_the_votes_alone(ferplus_data: Path, tmp_path: Path) -> None:
+    """What a duration estimate reads: the same counts as loading the faces, from label.csv or
+    fer2013new.csv alone."""
+    from fer_core.data.dataset import split_class_counts
+
+    pair = write_ferplus_csv_pair(tmp_path / "pair", {"Training": 5, "PublicTest": 5})
+    for data in (ferplus_data, pair):
+        assert split_class_counts(data) == {s: tuple(load_split(data, s).class_counts()) for s in ("train", "val")}
+
+
+def test_a_face_box_inside_a_larger_png_is_cut_out(tmp_path: Path) -> None:
+    import cv2
+
+    root = write_ferplus_folders(tmp_path / "fp", {"FER2013Train": 1}, ambiguous=0)
+    big = np.zeros((96, 96), np.uint8)
+    big[24:72, 24:72] = 200  # the face: the bright middle
+    cv2.imwrite(str(root / "FER2013Train" / "big.png"), big)
+    label_csv = root / "FER2013Train" / "label.csv"
+    label_csv.write_text('big.png,"(24, 24, 72, 72)",10,0,0,0,0,0,0,0,0,0\n')
+    assert load_split(root, "train", use_cache=False).images.min() == 200
+    label_csv.write_text('big.png,"(24, 24, 120, 72)",10,0,0,0,0,0,0,0,0,0\n')
+    with pytest.raises(DatasetError, match="lies outside big.png"):
+        load_split(root, "train", use_cache=False)

@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,8 +159,13 @@ def split_class_counts(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Images per class of each split present, from file names or CSV rows, without decoding a
     pixel: what a duration estimate needs in a fraction of a load's time."""
     src = resolve_source(path)
-    if is_ferplus(src):
-        return {s: tuple(load_split(src, s).class_counts()) for s in available_splits(src)}
+    if is_ferplus(src):  # from the votes alone, as FER+'s majority protocol labels them
+        out = {}
+        for split in available_splits(src):
+            votes = _pair_votes(src, split)[2] if src.is_file() else ferplus.folder_votes(src, split)
+            labels = majority_labels(torch.from_numpy(votes))
+            out[split] = tuple(torch.bincount(labels[labels >= 0], minlength=len(FERPLUS_EMOTIONS)).tolist())
+        return out
     counts = {s: [0] * len(EMOTIONS) for s in SPLITS}
     if src.is_file():
         for _, usage, emotion, _ in _csv_rows(src):
@@ -449,20 +455,25 @@ def _load_ferplus_folder_split(root: Path, split: str) -> dict[str, np.ndarray]:
 def _with_csv_votes(new_csv: Path, split: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """fer2013.csv's faces of ``split`` joined with fer2013new.csv's votes, row for row. Rows without an
     image name (not faces) are dropped, and so are the file names the file gives to several rows."""
+    rows, keep, votes = _pair_votes(new_csv, split)
+    if len(rows) != len(arrays["labels"]):
+        raise DatasetError(f"{new_csv} has {len(rows)} rows of split '{split}' but {CSV_NAME} has "
+                           f"{len(arrays['labels'])}: the two files must list the same faces in the same order")
+    arrays = {k: v[keep] for k, v in arrays.items()}
+    return _by_majority({**arrays, "fer2013_labels": arrays["labels"], "votes": votes})
+
+
+def _pair_votes(new_csv: Path, split: str) -> tuple[list, list[int], np.ndarray]:
+    """fer2013new.csv's rows of ``split``, which of them are faces with votes (a row without an image
+    name is not a face; a file name given to several rows is no one face's), and those faces' votes."""
     rows = ferplus.read_new_csv(new_csv)
     wanted = {u for u, s in CSV_USAGE_TO_SPLIT.items() if s == split}
     mine = [r for r in rows if r[1] in wanted]
-    if len(mine) != len(arrays["labels"]):
-        raise DatasetError(f"{new_csv} has {len(mine)} rows of split '{split}' but {CSV_NAME} has "
-                           f"{len(arrays['labels'])}: the two files must list the same faces in the same order")
-    names = [r[2] for r in rows if r[2]]
-    shared = {n for n in names if names.count(n) > 1} if len(set(names)) != len(names) else set()
+    shared = {n for n, k in Counter(r[2] for r in rows if r[2]).items() if k > 1}
     keep = [i for i, r in enumerate(mine) if r[3] is not None and r[2] not in shared]
     if not keep:
         raise DatasetError(f"{new_csv}: no face of split '{split}' has votes")
-    arrays = {k: v[keep] for k, v in arrays.items()}
-    votes = np.stack([mine[i][3] for i in keep])
-    return _by_majority({**arrays, "fer2013_labels": arrays["labels"], "votes": votes})
+    return mine, keep, np.stack([mine[i][3] for i in keep])
 
 
 def load_held_out(path: str | os.PathLike, splits: list[str]) -> dict[str, Split]:

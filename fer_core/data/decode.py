@@ -37,6 +37,18 @@ def _png_chunks_fit(data: bytes) -> bool:
 
 def decode_face(data: bytes, where: str) -> np.ndarray:
     """Any-size JPEG or PNG bytes -> 48x48 uint8 grayscale, or a DatasetError naming ``where``."""
+    return to_face_size(decode_gray(data, where))
+
+
+def to_face_size(img: np.ndarray) -> np.ndarray:
+    """A grey image of any size as the 48x48 every network reads."""
+    if img.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        img = cv2.resize(img, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def decode_gray(data: bytes, where: str) -> np.ndarray:
+    """JPEG or PNG bytes -> the uint8 grey image at its own size, or a DatasetError naming ``where``."""
     if not data:
         raise DatasetError(f"{where}: empty file")
     if not data.startswith(IMAGE_MAGIC):
@@ -49,8 +61,6 @@ def decode_face(data: bytes, where: str) -> np.ndarray:
         img = None
     if img is None or img.size == 0:
         raise DatasetError(f"{where}: not a readable image (damaged, or its header claims an absurd size)")
-    if img.shape != (IMAGE_SIZE, IMAGE_SIZE):
-        img = cv2.resize(img, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
     return img
 
 

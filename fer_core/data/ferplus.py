@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from fer_core.common.labels import IMAGE_SIZE
-from fer_core.data.decode import DatasetError, decode_face, read_file
+from fer_core.data.decode import DatasetError, decode_gray, read_file, to_face_size
 from fer_core.data.votes import FROM_MICROSOFT, MICROSOFT_COLUMNS
 
 FOLDERS: dict[str, str] = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
@@ -65,16 +66,15 @@ def _box(field: str, where: str) -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
-def read_folder_split(root: Path, split: str) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """One of Microsoft's folders -> (images (N,48,48) uint8, sources, votes (N,10) uint8), in
-    ``label.csv``'s order."""
+def _label_rows(root: Path, split: str) -> Iterator[tuple[str, str, tuple[int, int, int, int], np.ndarray]]:
+    """Every row of one folder's ``label.csv`` as (where, file name, face box, votes in ``VOTE_COLUMNS``
+    order), each checked: the one reader of the file, for the faces and for counting them alike."""
     folder = root / FOLDERS[split]
     label_file = folder / LABEL_FILE
     if not folder.is_dir():
         raise DatasetError(f"split '{split}' is missing: no folder {folder}")
     if not label_file.is_file():
         raise DatasetError(f"{folder} has no {LABEL_FILE} (file name, face box, ten vote counts per row)")
-    images, sources, votes = [], [], []
     seen: dict[str, int] = {}
     try:
         with open(label_file, newline="", encoding="utf-8-sig", errors="replace") as fh:
@@ -94,34 +94,44 @@ def read_folder_split(root: Path, split: str) -> tuple[np.ndarray, list[str], np
                     raise DatasetError(f"{where}: {name} is listed twice (first on line {seen[name]})")
                 seen[name] = line
                 counts = _vote_counts(row[2:], where)
-                left, top, right, bottom = _box(row[1], where)
-                png = folder / name
-                if not png.is_file():
-                    raise DatasetError(f"{where}: {name} is missing from {folder}")
-                face = decode_face(read_file(png), str(png))
-                if (left, top, right, bottom) != (0, 0, IMAGE_SIZE, IMAGE_SIZE):
-                    face = _crop(png, (left, top, right, bottom), where)
-                images.append(face)
-                sources.append(f"{FOLDERS[split]}/{name}")
-                votes.append(counts)
+                yield where, name, _box(row[1], where), counts
     except csv.Error as exc:
         raise DatasetError(f"{label_file} line {reader.line_num}: not a well-formed CSV row ({exc})") from None
     except OSError as exc:
         raise DatasetError(f"cannot read {label_file}: {exc.strerror or exc}") from None
-    if not images:
+    if not seen:
         raise DatasetError(f"{label_file} lists no faces")
+
+
+def folder_votes(root: Path, split: str) -> np.ndarray:
+    """(N, 10) votes of one of Microsoft's folders, read from ``label.csv`` alone: no image is decoded."""
+    return np.stack([counts for *_, counts in _label_rows(root, split)])
+
+
+def read_folder_split(root: Path, split: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """One of Microsoft's folders -> (images (N,48,48) uint8, sources, votes (N,10) uint8), in
+    ``label.csv``'s order."""
+    folder = root / FOLDERS[split]
+    images, sources, votes = [], [], []
+    for where, name, box, counts in _label_rows(root, split):
+        png = folder / name
+        if not png.is_file():
+            raise DatasetError(f"{where}: {name} is missing from {folder}")
+        images.append(to_face_size(_cut(decode_gray(read_file(png), str(png)), box, where, name)))
+        sources.append(f"{FOLDERS[split]}/{name}")
+        votes.append(counts)
     return np.stack(images), sources, np.stack(votes)
 
 
-def _crop(png: Path, box: tuple[int, int, int, int], where: str) -> np.ndarray:
-    """The face box of a PNG larger than 48x48, cut then resized as Microsoft's tools do."""
-    import cv2
-
-    img = cv2.imdecode(np.frombuffer(read_file(png), np.uint8), cv2.IMREAD_GRAYSCALE)
+def _cut(img: np.ndarray, box: tuple[int, int, int, int], where: str, name: str) -> np.ndarray:
+    """The face box of an image, as Microsoft's tools cut it; their usual box, (0, 0, 48, 48), is the
+    whole image, whatever its size."""
     left, top, right, bottom = box
-    if img is None or right > img.shape[1] or bottom > img.shape[0]:
-        raise DatasetError(f"{where}: face box {box} lies outside {png.name}")
-    return cv2.resize(img[top:bottom, left:right], (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    if box == (0, 0, IMAGE_SIZE, IMAGE_SIZE):
+        return img
+    if right > img.shape[1] or bottom > img.shape[0]:
+        raise DatasetError(f"{where}: face box {box} lies outside {name}")
+    return img[top:bottom, left:right]
 
 
 def read_new_csv(path: Path) -> list[tuple[int, str, str, np.ndarray | None]]:
