@@ -209,5 +209,5 @@ def test_a_face_box_inside_a_larger_png_is_cut_out(tmp_path: Path) -> None:
     label_csv.write_text('big.png,"(24, 24, 72, 72)",10,0,0,0,0,0,0,0,0,0\n')
     assert load_split(root, "train", use_cache=False).images.min() == 200
     label_csv.write_text('big.png,"(24, 24, 120, 72)",10,0,0,0,0,0,0,0,0,0\n')
-    with pytest.raises(DatasetError, match="lies outside big.png"):
+    with pytest.raises(DatasetError, match=r"lies outside big\.png"):
         load_split(root, "train", use_cache=False)
