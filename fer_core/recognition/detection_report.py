@@ -108,6 +108,7 @@ def candidates_table(scenes: list[Scene], real: list[Scene]) -> list[dict]:
 
 FLOORS = (40, 32, 24)
 SMALL_SIZES = (24, 28, 32, 36, 40)
+SMALL_GROUPS = 6
 
 
 def small_group(pictures: dict, seed: int) -> Scene:
@@ -130,7 +131,7 @@ def small_group(pictures: dict, seed: int) -> Scene:
     return group_scene(back + front, (480, 640), seed)
 
 
-def floor_table(faces: list[np.ndarray], pictures: dict, n_groups: int = 6) -> list[dict]:
+def floor_table(faces: list[np.ndarray], pictures: dict, n_groups: int = SMALL_GROUPS) -> list[dict]:
     """Per smallest-face floor: MTCNN's recall and false boxes on small-face group photos and on scenes of
     small FER-2013 faces, and the median ms per 640x480 photo."""
     det = get_detector("mtcnn")
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         (rf, rt, rb), (gf, gt, gb) = r["real"], r["generated"]
         print(f"| {r['candidate']} | {rf}/{rt} | {rb} | {gf}/{gt} ({100 * gf / gt:.0f}%) | {gb} | {r['ms']:.1f} |")
 
-    print(f"\n### The smallest face (MTCNN, photo settings; group photos: {6} scenes of 7 people, 5 of them "
+    print(f"\n### The smallest face (MTCNN, photo settings; group photos: {SMALL_GROUPS} scenes of 7 people, 5 of them "
           "24-40 px at the back; generated: small FER-2013 test faces, 24-40 px, 6 to a scene)\n")
     print("| smallest face | group faces found | group false boxes | generated found | generated false boxes | "
           "ms / group photo |\n|---:|---:|---:|---:|---:|---:|")

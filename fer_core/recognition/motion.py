@@ -32,11 +32,11 @@ def face_shift(before: np.ndarray, after: np.ndarray, box: tuple[int, int, int, 
     x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
-    mask = np.zeros_like(before)
-    mask[y0:y1, x0:x1] = 255
-    points = cv2.goodFeaturesToTrack(before, MAX_POINTS, 0.01, max(2.0, min(w, h) / 10), mask=mask)
+    # corners found in the box alone (not on the whole frame under a mask): this runs per face per frame
+    points = cv2.goodFeaturesToTrack(before[y0:y1, x0:x1], MAX_POINTS, 0.01, max(2.0, min(w, h) / 10))
     if points is None or len(points) < MIN_POINTS:
         return None
+    points = points + np.float32([x0, y0])
     moved, status, _ = cv2.calcOpticalFlowPyrLK(before, after, points, None, **_LK)
     if moved is None:
         return None

@@ -158,7 +158,7 @@ def live_run(proc, bgr: np.ndarray, seconds: float, pan: float = 0.0,
         times.append((time.perf_counter() - t0) * 1000)
         if truth:
             centres = [(x + dx + w / 2, y + h / 2) for x, y, w, h in truth]
-            for d in proc._carried:
+            for d in proc.boxes:
                 cx, cy = d.box[0] + d.box[2] / 2, d.box[1] + d.box[3] / 2
                 lag.append(min(float(np.hypot(cx - tx, cy - ty)) for tx, ty in centres))
         k += 1

@@ -233,9 +233,17 @@ class Recognizer:
             dets = [Detection((0, 0, w, h))]
             return dets, crop_faces(gray, dets, 0.0, IMAGE_SIZE, align=False)
         s = settings or self.settings
-        colour = image.ndim == 3 and image.shape[2] >= 3 and self.detector.uses_colour
-        found = self.detect(to_rgb(image, order) if colour else gray, s)
+        found = self.locate(image, order=order, settings=s, gray=gray)
         return found, self.crops(gray, found, s)
+
+    def locate(self, image: np.ndarray, *, order: str = "rgb", settings: DetectorSettings | None = None,
+               gray: np.ndarray | None = None) -> list[Detection]:
+        """The faces' detections alone, in colour or grey as the detector reads: what live video's detector
+        thread needs (its crops are cut later, from the frame shown). ``gray``: the image's grey, if known."""
+        s = settings or self.settings
+        if image.ndim == 3 and image.shape[2] >= 3 and self.detector.uses_colour:
+            return self.detect(to_rgb(image, order), s)
+        return self.detect(gray if gray is not None else to_gray(image, order), s)
 
     def faces(self, detections: list[Detection], probs: np.ndarray) -> list[Face]:
         return [Face.from_probs(d.box, p, self.classes, detection=d) for d, p in zip(detections, probs, strict=True)]

@@ -166,7 +166,12 @@ class WebcamProcessor:
     def _detect(self, bgr: np.ndarray) -> list[Detection]:
         """The detector worker's job: the faces of one frame (run in the worker's thread)."""
         settings = scaled_settings(self.settings, bgr.shape[1])
-        return self.recognizer.find_faces(bgr, order="bgr", whole=False, settings=settings)[0]
+        return self.recognizer.locate(bgr, order="bgr", settings=settings)
+
+    @property
+    def boxes(self) -> list[Detection]:
+        """The faces as last placed (found, or carried since): what the latest frame drew."""
+        return self._carried
 
     def settle(self, timeout: float = 30.0) -> bool:
         """Wait until the detector has answered every frame offered so far (a bench's warm-up, a test);

@@ -52,8 +52,7 @@ def step_targets(mode: str, labels: torch.Tensor, per_face: torch.Tensor | None,
     if per_face is None:
         target = labels
     elif mode == "probability":
-        drawn = torch.multinomial(per_face, 1, generator=gen).squeeze(1)
-        target = drawn
+        target = torch.multinomial(per_face, 1, generator=gen).squeeze(1)
     else:
         target = per_face
     if teacher is None:
