@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 
 from fer_core import EMOTIONS
+from fer_core.common.labels import FERPLUS_EMOTIONS
+from fer_core.data.ferplus import FOLDERS
+from fer_core.data.votes import MICROSOFT_COLUMNS, VOTE_COLUMNS
 from tests.browser_support import app_url, chromium  # noqa: F401  (fixtures for browser tests)
+from tests.ferplus_support import microsoft_row, write_ferplus_faces
 
 REAL_DATA = Path(os.environ.get("FER_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "fer2013")
 
@@ -60,11 +64,6 @@ def write_csv_dataset(path: Path, per_usage: dict[str, int], seed: int = 0) -> P
     return path
 
 
-FERPLUS_ORDER = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown", "NF")
-"""The order of the ten vote counts in FER+'s files (Microsoft's)."""
-FERPLUS_CLASSES = (*EMOTIONS, "contempt")
-
-
 def make_ferplus_face(label: int, rng: np.random.Generator) -> np.ndarray:
     """``make_face`` for FER-2013's classes; contempt (label 7) is a ring, which no bar looks like."""
     if label < len(EMOTIONS):
@@ -74,17 +73,13 @@ def make_ferplus_face(label: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def ferplus_votes(label: int, rng: np.random.Generator, ambiguous: bool = False) -> list[int]:
-    """Ten votes in FER+'s column order: a clear majority for ``label`` (plus one outlier vote), or an
+def ferplus_votes(label: int, rng: np.random.Generator, ambiguous: bool = False) -> np.ndarray:
+    """Ten votes in ``VOTE_COLUMNS`` order: a clear majority for ``label`` (plus one outlier vote), or an
     ambiguous 4/3/3 split that FER+'s majority protocol drops."""
-    votes = [0] * 10
-    mine = FERPLUS_ORDER.index(FERPLUS_CLASSES[label])
-    others = [i for i in range(8) if i != mine]
+    votes = np.zeros(len(VOTE_COLUMNS), np.uint8)
+    others = [i for i in range(len(FERPLUS_EMOTIONS)) if i != label]
     a, b = rng.choice(others, 2, replace=False)
-    if ambiguous:
-        votes[mine], votes[a], votes[b] = 4, 3, 3
-    else:
-        votes[mine], votes[a], votes[b] = 7, 2, 1
+    votes[label], votes[a], votes[b] = (4, 3, 3) if ambiguous else (7, 2, 1)
     return votes
 
 
@@ -92,20 +87,17 @@ def write_ferplus_folders(root: Path, per_class: dict[str, int], seed: int = 0, 
     """FER+ in Microsoft's layout: FER2013{Train,Valid,Test}/ with PNGs and a headerless label.csv; every
     class gets ``per_class[folder]`` clear faces plus ``ambiguous`` faces without a majority."""
     rng = np.random.default_rng(seed)
-    k = 0
+    split_of = {folder: split for split, folder in FOLDERS.items()}
+    faces: dict[str, list[np.ndarray]] = {}
+    votes: dict[str, list[np.ndarray]] = {}
     for folder, n in per_class.items():
-        d = root / folder
-        d.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for label in range(len(FERPLUS_CLASSES)):
+        split = split_of[folder]
+        faces[split], votes[split] = [], []
+        for label in range(len(FERPLUS_EMOTIONS)):
             for i in range(n + ambiguous):
-                name = f"fer{k:07d}.png"
-                k += 1
-                cv2.imwrite(str(d / name), make_ferplus_face(label, rng))
-                votes = ferplus_votes(label, rng, ambiguous=i >= n)
-                rows.append(f'{name},"(0, 0, 48, 48)",' + ",".join(map(str, votes)))
-        (d / "label.csv").write_text("\n".join(rows) + "\n")
-    return root
+                faces[split].append(make_ferplus_face(label, rng))
+                votes[split].append(ferplus_votes(label, rng, ambiguous=i >= n))
+    return write_ferplus_faces(root, faces, votes)
 
 
 def write_ferplus_csv_pair(folder: Path, per_usage: dict[str, int], seed: int = 0) -> Path:
@@ -113,7 +105,7 @@ def write_ferplus_csv_pair(folder: Path, per_usage: dict[str, int], seed: int = 
     FER+ majority except for every fifth face, and every usage gets one row with no image name (not a face)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    old, new = ["emotion,pixels,Usage"], ["Usage,Image name," + ",".join(FERPLUS_ORDER)]
+    old, new = ["emotion,pixels,Usage"], ["Usage,Image name," + ",".join(MICROSOFT_COLUMNS)]
     k = 0
     for usage, n in per_usage.items():
         for label in range(len(EMOTIONS)):
@@ -121,7 +113,7 @@ def write_ferplus_csv_pair(folder: Path, per_usage: dict[str, int], seed: int = 
                 old_label = (label + 1) % len(EMOTIONS) if i % 5 == 4 else label
                 old.append(f"{old_label},{' '.join(map(str, make_face(label, rng).ravel()))},{usage}")
                 name = "" if i == n else f"fer{k:07d}.png"
-                new.append(f"{usage},{name}," + ",".join(map(str, ferplus_votes(label, rng))))
+                new.append(f"{usage},{name}," + ",".join(map(str, microsoft_row(ferplus_votes(label, rng)))))
                 k += 1
     (folder / "fer2013.csv").write_text("\n".join(old) + "\n")
     (folder / "fer2013new.csv").write_text("\n".join(new) + "\n")

@@ -11,7 +11,6 @@ import torch
 from fer_core.common.labels import EMOTIONS, FERPLUS_EMOTIONS, to_label_space
 from fer_core.data.dataset import DatasetError, available_splits, dataset_classes, is_ferplus, load_split
 from fer_core.data.votes import (
-    VOTE_COLUMNS,
     annotator_agreement,
     majority_labels,
     multi_target_mask,
@@ -19,13 +18,11 @@ from fer_core.data.votes import (
     vote_distribution,
 )
 from tests.conftest import write_ferplus_csv_pair, write_ferplus_folders
+from tests.ferplus_support import votes as vote_row
 
 
 def votes(**counts: int) -> torch.Tensor:
-    row = [0] * len(VOTE_COLUMNS)
-    for name, n in counts.items():
-        row[VOTE_COLUMNS.index(name)] = n
-    return torch.tensor([row], dtype=torch.uint8)
+    return torch.from_numpy(vote_row(counts))[None]
 
 
 # --------------------------------------------------------------------------- the protocol
