@@ -30,9 +30,10 @@ def _cpuinfo() -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
 
 
-ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
-"""PyTorch's and oneDNN's own switches that hold their kernels to an older instruction set: with
-``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` a newer CPU runs as an AVX2-only laptop does."""
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
+"""PyTorch's, oneDNN's and FBGEMM's (int8) own switches that hold their kernels to AVX2: with these in
+the environment a newer CPU runs as an AVX2-only laptop does. They are read when a process starts."""
+ISA_CAPS = tuple(AVX2_ONLY)
 
 
 def isa_capped() -> bool:

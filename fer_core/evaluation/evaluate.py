@@ -22,6 +22,7 @@ from fer_core.common.formatting import percent
 from fer_core.common.labels import EMOTIONS, FERPLUS_EMOTIONS, to_label_space
 from fer_core.data.dataset import Split
 from fer_core.data.votes import annotator_agreement, vote_cross_entropy
+from fer_core.models.quantize import Int8Calibration
 
 
 @dataclass
@@ -95,21 +96,23 @@ class Evaluation:
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, images: torch.Tensor, tta: bool = False, batch_size: int = 512,
-                  precision: str = "auto", progress: callable | None = None) -> np.ndarray:
+                  precision: str = "auto", progress: callable | None = None,
+                  calibration: Int8Calibration | None = None) -> np.ndarray:
     """uint8 (N,1,48,48) -> softmax probabilities (N,7); ``tta`` averages the views of ``fer_core.evaluation.tta``.
 
     Every score of the project goes through here, and it runs the network as the app does: its
     inference form (BatchNorm folded, dropout gone; ``fer_core.models.inference``) in bf16 where the
     hardware has it ("auto"). On the shipped models bf16 and fp32 agree within 0.1 point of accuracy
-    (``tests/test_evaluate.py``) at about 4x the speed on a CPU with AMX.
+    (``tests/test_evaluate.py``) at about 4x the speed on a CPU with AMX. ``precision`` "int8" scores
+    its static int8 form from ``calibration`` (``fer_core.models.quantize``).
     """
     from fer_core.common.device import autocast, resolve_precision
     from fer_core.evaluation import tta as tta_views
     from fer_core.models.inference import for_inference
 
     device = next(model.parameters()).device
-    precision = resolve_precision(precision, device)
-    model = for_inference(model, precision)
+    precision = precision if precision == "int8" else resolve_precision(precision, device)
+    model = for_inference(model, precision, calibration)
     out = []
     step = max(1, batch_size // tta_views.N_VIEWS) if tta else batch_size  # same memory either way
     for start in range(0, len(images), step):
@@ -131,10 +134,12 @@ def _output_width(model: nn.Module) -> int:
 
 
 def evaluate(model: nn.Module, split: Split, tta: bool = False, precision: str = "auto",
-             progress: callable | None = None, classes: tuple[str, ...] | list[str] | None = None) -> Evaluation:
+             progress: callable | None = None, classes: tuple[str, ...] | list[str] | None = None,
+             calibration: Int8Calibration | None = None) -> Evaluation:
     """Score ``model`` (answering ``classes``; by default FER+'s first N, which are FER-2013's seven for
     a 7-class model) on ``split`` in the split's own label space (``to_label_space``)."""
-    probs = predict_probs(model, split.images, tta=tta, precision=precision, progress=progress)
+    probs = predict_probs(model, split.images, tta=tta, precision=precision, progress=progress,
+                          calibration=calibration)
     model_classes = classes if classes is not None else FERPLUS_EMOTIONS[:probs.shape[1]]
     return Evaluation(probs=to_label_space(probs, model_classes, split.classes), labels=split.labels.numpy(),
                       tta=tta, classes=tuple(split.classes),

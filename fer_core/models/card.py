@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Self
 from fer_core.common.labels import EMOTIONS
 from fer_core.common.values import is_count, is_number
 from fer_core.models.checkpoint import resolve_weights
+from fer_core.models.quantize import Int8Calibration
 from fer_core.models.zoo import ENSEMBLE, architecture_label, legacy_members
 
 LEGACY_TEST_SET = "FER-2013 PublicTest"
@@ -216,6 +217,36 @@ class Latency(_Part):
 
 
 @dataclass
+class InferenceForm(_Part):
+    """One form the model can run in (``fer_core.models.inference.FORMS``) under one set of kernels
+    (``native``: the shipping CPU's own; ``avx2``: held to AVX2, as a CPU without bf16), measured by
+    ``fer-bench --forms``; ``chosen``: the form the app picks there (``choose_form``)."""
+
+    kernels: str
+    form: str
+    latency_b1_ms: float
+    throughput_b256_img_s: float
+    chosen: bool
+    cpu_flags: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Int8Check(_Part):
+    """The model's static int8 form against fp32 on its validation slice (``fer_core.evaluation.int8``)."""
+
+    val_faces: int
+    val_accuracy_fp32: float
+    val_accuracy_int8: float
+    eligible: bool  # lost at most fer_core.models.quantize.MAX_LOSS_POINTS, so the app may run it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_calibration(cls, c: Int8Calibration) -> Int8Check:
+        return cls(c.val_faces, c.val_accuracy_fp32, c.val_accuracy_int8, c.eligible)
+
+
+@dataclass
 class MemberTraining(_Part):
     """What training one network of the model cost (its run, plus the run it started from), in the
     order of the card's ``config``; a folder rebuilt by unship keeps it as ``summary.json``."""
@@ -260,6 +291,8 @@ class ModelCard(_Part):
     test_tta: TestMetrics | None = None
     also: list[TestMetrics] | None = None  # the model measured on other data (``TestMetrics.data``)
     latency: Latency | None = None
+    forms: list[InferenceForm] | None = None  # every form's speed, and the one the app picks per CPU
+    int8: Int8Check | None = None
     eval_seconds: float | None = None
     source: str | None = None  # "run": assembled from a run folder by load_card
     extra: dict[str, Any] = field(default_factory=dict)
@@ -267,7 +300,8 @@ class ModelCard(_Part):
     _nested: ClassVar = {"config": _list, "data": DataSummary.from_dict, "val_acc": _list,
                          "members": _list_of(MemberTraining), "val": ValidationScores.from_dict,
                          "test": TestMetrics.from_dict, "test_tta": TestMetrics.from_dict,
-                         "latency": Latency.from_dict, "classes": _names, "also": _list_of(TestMetrics)}
+                         "latency": Latency.from_dict, "classes": _names, "also": _list_of(TestMetrics),
+                         "forms": _list_of(InferenceForm), "int8": Int8Check.from_dict}
     _always: ClassVar = ("val",)
 
     @property

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fer_core.common.atomic import write_atomic, write_json
+from fer_core.models.quantize import CALIBRATION_KEY, Int8Calibration
 from fer_core.models.zoo import ModelConfig
 
 CONFIG_KEY = "fer_model_config"
@@ -84,9 +85,10 @@ def shipped_storage(model: nn.Module) -> str | None:
 
 
 def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike,
-                    storage: str = "float32") -> Path:
+                    storage: str = "float32", int8: Int8Calibration | None = None) -> Path:
     """``storage`` float16 halves the file, int8 quarters it (per-channel scales), for models kept in
-    git. Loading always gives float32 back; inference runs in bf16 or fp32 either way."""
+    git. Loading always gives float32 back; inference runs in bf16 or fp32 either way, or in the static
+    int8 form that ``int8`` (saved in the metadata) describes."""
     if storage not in STORAGES:
         raise ValueError(f"unknown storage '{storage}' (known: {', '.join(STORAGES)})")
     path = Path(path)
@@ -99,6 +101,8 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLi
             v, state[k + SCALE_SUFFIX] = _int8(v)
         state[k] = v
     meta = {CONFIG_KEY: json.dumps(config.to_dict())}
+    if int8 is not None:
+        meta[CALIBRATION_KEY] = int8.to_json()
     write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
     write_json(path.with_name(path.stem + "_config.json"), config.to_dict())
     return path
@@ -151,6 +155,44 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except (ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{p}: weights do not fit their config ({exc})") from None
     return model.to(device).eval(), config
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def read_int8_calibration(path: str | os.PathLike) -> Int8Calibration | None:
+    """The int8 calibration saved in a weights file (``fer_core.models.quantize``); None where it has none
+    or it cannot be read (the model then runs in float, as before)."""
+    text = _metadata(resolve_weights(path)).get(CALIBRATION_KEY)
+    if text is None:
+        return None
+    try:
+        return Int8Calibration.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def save_int8_calibration(path: str | os.PathLike, calibration: Int8Calibration | None) -> Path:
+    """Add (or, with None, remove) the int8 calibration of a weights file in place; its tensors are
+    written back byte for byte, and the file is replaced atomically."""
+    p = resolve_weights(path)
+    meta = _metadata(p)
+    try:
+        state = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from None
+    meta.pop(CALIBRATION_KEY, None)
+    if calibration is not None:
+        meta[CALIBRATION_KEY] = calibration.to_json()
+    write_atomic(p, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    return p
 
 
 def read_config(path: str | os.PathLike) -> ModelConfig:

@@ -23,7 +23,11 @@ spent 11% of its time in BatchNorm and 12% in max-pooling (most of it in the fir
   activations under that size (the widest, 64 channels at 48x48, is 19 MB), so the allocator
   reuses its memory; in fp32 the 64-channel ones (fernet_l, paper) still exceed it.
 
-The result computes the same function as the trained network up to float rounding
+Where the CPU has no bf16 arithmetic, a model whose file carries an int8 calibration runs in static
+int8 instead (``fer_core.models.quantize``), if that cost at most 0.3 points on its validation slice:
+``choose_form`` decides, once, when the model is loaded.
+
+The float forms compute the same function as the trained network up to float rounding
 (``tests/test_inference_model.py`` checks every registered architecture), so accuracy measured
 on the trained network holds for it: on test/, the shipped networks score the same in fp32 and
 within 3 faces of it in bf16, folded or not.
@@ -36,6 +40,31 @@ import copy
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from fer_core.common.device import cpu_has_native_bf16, resolve_precision
+from fer_core.models.quantize import Int8Calibration, to_int8
+
+FORMS = ("auto", "fp32", "bf16", "int8")
+"""How a loaded network can run: ``auto`` lets ``choose_form`` pick for this CPU."""
+
+
+def choose_form(requested: str = "auto", calibration: Int8Calibration | None = None) -> str:
+    """The form a model runs in on this CPU: bf16 where the CPU computes in bf16 natively (2-4x fp32
+    there); else int8 where the model's file carries a calibration that kept its validation accuracy
+    (``Int8Calibration.eligible``); else fp32. An explicit ``requested`` form is honoured, int8 only
+    with a calibration."""
+    if requested not in FORMS:
+        raise ValueError(f"unknown precision '{requested}': use one of {', '.join(FORMS)}")
+    if requested == "int8":
+        if calibration is None:
+            raise ValueError("int8 needs the model's int8 calibration, and its file has none "
+                             "(python -m fer_core.tools.int8 WEIGHTS --data DATA adds it)")
+        return "int8"
+    if requested != "auto":
+        return resolve_precision(requested, torch.device("cpu"))
+    if cpu_has_native_bf16():
+        return "bf16"
+    return "int8" if calibration is not None and calibration.eligible else "fp32"
 
 
 class StridedMaxPool2x2(nn.Module):
@@ -101,11 +130,15 @@ def _simplify_children(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
+def for_inference(model: nn.Module, precision: str = "fp32", calibration: Int8Calibration | None = None) -> nn.Module:
     """An eval-mode copy of ``model`` with its BatchNorms folded, dropout dropped, 2x2 pools made
     cheap, channels-last weights, large batches run in chunks and, for ``precision`` "bf16" (run it
-    under ``fer_core.common.device.autocast``), bf16 weights; ``model`` itself is left as it is (it may
-    still be trained or saved)."""
+    under ``fer_core.common.device.autocast``), bf16 weights; for "int8", its static int8 form from
+    ``calibration``. ``model`` itself is left as it is (it may still be trained or saved)."""
+    if precision == "int8":
+        if calibration is None:
+            raise ValueError("the int8 form needs the model's int8 calibration")
+        return InChunks(to_int8(model, calibration.qparams)).eval()
     folded = _simplify_children(copy.deepcopy(model).eval())
     for p in folded.parameters():
         p.requires_grad_(False)

@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fer_core.common.device import autocast, resolve_precision, torch_threads
+from fer_core.common.device import autocast, torch_threads
 from fer_core.common.labels import EMOTIONS, IMAGE_SIZE
 from fer_core.evaluation import tta as tta_views
-from fer_core.models.inference import for_inference
+from fer_core.models.inference import choose_form, for_inference
 from fer_core.recognition.align import crop_faces
 from fer_core.recognition.detect import (
     DEFAULT_DETECTOR,
@@ -104,7 +104,7 @@ _MODELS_LOCK = threading.Lock()
 
 def _load_shared(path: Path, precision: str) -> _Loaded:
     """One network per (file, version, precision) per process; a replaced file is reloaded."""
-    from fer_core.models.checkpoint import load_checkpoint, resolve_weights
+    from fer_core.models.checkpoint import load_checkpoint, read_int8_calibration, resolve_weights
 
     p = resolve_weights(path).resolve()
     st = p.stat()
@@ -112,8 +112,9 @@ def _load_shared(path: Path, precision: str) -> _Loaded:
     with _MODELS_LOCK:
         if key not in _MODELS:
             model, cfg = load_checkpoint(p)
-            resolved = resolve_precision(precision, torch.device("cpu"))
-            model = for_inference(model, resolved)
+            calibration = read_int8_calibration(p)
+            resolved = choose_form(precision, calibration)
+            model = for_inference(model, resolved, calibration)
             for k in [k for k in _MODELS if k[0] == key[0]]:
                 del _MODELS[k]  # an older version of the same file
             _MODELS[key] = _Loaded(model, tuple(cfg.classes), resolved)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,9 +41,19 @@ from fer_core.common.formatting import percent
 from fer_core.common.paths import WEIGHTS_DIR, shown_path
 from fer_core.data.dataset import SPLITS, DatasetError, Split, load_split
 from fer_core.data.splits import data_name, describe_split, report_split
-from fer_core.evaluation.bench import inference_speed
+from fer_core.evaluation.bench import inference_speed, measure_forms
 from fer_core.evaluation.evaluate import Evaluation, evaluate
-from fer_core.models.card import DataSummary, Latency, MemberTraining, ModelCard, TestMetrics, ValidationScores
+from fer_core.evaluation.int8 import calibrate_int8
+from fer_core.models.card import (
+    DataSummary,
+    InferenceForm,
+    Int8Check,
+    Latency,
+    MemberTraining,
+    ModelCard,
+    TestMetrics,
+    ValidationScores,
+)
 from fer_core.models.checkpoint import (
     SHIPPED_FILE_LIMIT,
     load_checkpoint,
@@ -87,6 +98,26 @@ def _also_table(card: ModelCard) -> list[str]:
         lines.append(f"| {a.data or '?'} | {a.split or '?'} | {a.n if a.n is not None else '?'} | "
                      f"{percent(a.accuracy, 2)} | "
                      f"{f'{a.macro_f1:.4f}' if a.macro_f1 is not None else '—'} | {recall or '—'} |")
+    return lines
+
+
+KERNEL_WORDS = {"native": "this CPU's own kernels", "avx2": "kernels held to AVX2 (a CPU without bf16)"}
+
+
+def _forms_lines(card: ModelCard) -> list[str]:
+    """How the model runs per CPU: each form's speed, the int8 check, and the form the app picks."""
+    if not card.forms:
+        return []
+    lines = ["", "Inference forms (`fer-bench --forms`; the app picks one per CPU when it loads the model):", "",
+             "| kernels | form | ms per face (batch 1) | faces/s (batch 256) | picked |", "|---|---|---:|---:|---|"]
+    lines += [f"| {KERNEL_WORDS.get(f.kernels, f.kernels)} | {f.form} | {f.latency_b1_ms:.2f} | "
+              f"{f.throughput_b256_img_s:,.0f} | {'**yes**' if f.chosen else ''} |" for f in card.forms]
+    if (c := card.int8) is not None:
+        change = 100 * (c.val_accuracy_int8 - c.val_accuracy_fp32)
+        verdict = ("within the 0.3 points allowed, so CPUs without bf16 run it" if c.eligible else
+                   "more than the 0.3 points allowed, so CPUs without bf16 run fp32")
+        lines += ["", f"int8 on the validation slice (n={c.val_faces}): {percent(c.val_accuracy_int8, 2)} against "
+                  f"{percent(c.val_accuracy_fp32, 2)} in fp32 ({change:+.2f} points); {verdict}"]
     return lines
 
 
@@ -140,6 +171,7 @@ def card_markdown(card: ModelCard) -> str:
     for c, row in zip(card.test_classes, t.confusion_matrix, strict=True):
         lines.append(f"| **{c}** | " + " | ".join(str(v) for v in row) + " |")
     lines += _also_table(card)
+    lines += _forms_lines(card)
     present = [c for c in classes if t.per_class[c].support] or classes
     worst = min(present, key=lambda c: t.per_class[c].recall)
     missing = [c for c in card.test_classes if c not in card.model_classes]
@@ -290,6 +322,11 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str,
     val = validation_scores(model, configs, data, cfg.classes)
     eval_seconds = round(time.perf_counter() - t0, 1)
     also_measured = [also_metrics(evaluate(model, s, classes=cfg.classes), a.name, s.name) for a, s in others]
+    int8 = (calibrate_int8(model, data, configs[0]["train"], cfg.classes, configs[0]["data"]["val_hash"])
+            if val is not None else None)  # no honest check without the slice every network held out
+    with tempfile.TemporaryDirectory() as tmp:  # the forms are measured in fresh processes, on the file
+        draft = save_checkpoint(model, cfg, Path(tmp) / f"{name}.safetensors", storage=storage, int8=int8)
+        forms = [InferenceForm.from_dict(r) for r in measure_forms(str(draft))]
     card = ModelCard(
         name=name, arch=cfg.arch, description=cfg.description(),
         params=count_params(model), macs=count_macs(model), storage=storage, classes=list(cfg.classes),
@@ -308,9 +345,11 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str,
         test_tta=TestMetrics.from_dict({"split": split_name, **tta.metrics()}),
         also=also_measured or None,
         latency=measure_latency(model),
+        forms=forms,
+        int8=None if int8 is None else Int8Check.from_calibration(int8),
         eval_seconds=eval_seconds,
     )
-    save_checkpoint(model, cfg, WEIGHTS_DIR / f"{name}.safetensors", storage=storage)
+    save_checkpoint(model, cfg, WEIGHTS_DIR / f"{name}.safetensors", storage=storage, int8=int8)
     written = card.to_dict()
     write_json(WEIGHTS_DIR / f"{name}.json", written)
     return written
