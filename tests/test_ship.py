@@ -11,7 +11,7 @@ import pytest
 from fer_core.common.labels import EMOTIONS
 from fer_core.data.dataset import load_split
 from fer_core.evaluation.evaluate import evaluate
-from fer_core.models.checkpoint import load_checkpoint
+from fer_core.models.checkpoint import load_checkpoint, read_int8_calibration
 from fer_core.runs import ship
 from fer_core.training.loop import TrainConfig, train
 from tests.conftest import write_folder_dataset
@@ -45,8 +45,15 @@ def test_ship_writes_weights_and_a_card_that_matches_them(run, tmp_path: Path, m
     assert held_out["n"] > 0 and 0 <= held_out["tta_accuracy"] <= 1
     best_val = max(float(row["val_acc"]) for row in csv.DictReader((out / "history.csv").open()))
     assert held_out["accuracy"] == pytest.approx(best_val, abs=1.01 / held_out["n"])  # float16 may flip one face
+    # the int8 form: calibrated, checked on the same slice, saved in the file, every form measured
+    assert card["int8"]["val_faces"] == held_out["n"] and read_int8_calibration(weights) is not None
+    assert card["int8"]["val_accuracy_fp32"] == pytest.approx(held_out["accuracy"], abs=1.01 / held_out["n"])
+    assert {(f["kernels"], f["form"]) for f in card["forms"]} >= {("native", "fp32"), ("avx2", "fp32"),
+                                                                  ("avx2", "int8")}
+    assert sum(f["chosen"] for f in card["forms"] if f["kernels"] == "avx2") == 1
     text = ship.write_model_card_md().read_text()
     assert "`candidate` — tiny" in text and "with TTA (14 views)" in text and "Validation slice" in text
+    assert "Inference forms" in text and "int8 on the validation slice" in text
 
 
 def test_members_validated_on_different_slices_get_no_validation_figure(run) -> None:
@@ -133,6 +140,7 @@ def test_an_eight_class_model_ships_on_fer_plus_valid_with_extra_evaluations(tmp
     assert test["vote_cross_entropy"] > 0
     assert card["eval_command"] == "fer-evaluate --data data/ferplus --split val --weights weights/cand8.safetensors"
     assert card["val"] is None  # the run held out another slice than this data gives
+    assert card.get("int8") is None and read_int8_calibration(weights_dir / "cand8.safetensors") is None  # no check
 
     on_fer2013, again = card["also"]
     assert (on_fer2013["data"], on_fer2013["split"], on_fer2013["n"]) == ("fer2013", "test", 7 * 2)
