@@ -42,15 +42,18 @@ def _calibration(model: torch.nn.Module, eligible: bool = True) -> Int8Calibrati
 @pytest.mark.parametrize("members", [["fernet_s"], ["fernet_s", "tiny"]])
 @torch.inference_mode()
 def test_the_int8_form_computes_nearly_what_the_float_network_computes(members: list[str]) -> None:
+    torch.manual_seed(0)
     cfg = ModelConfig.ensemble(members) if len(members) > 1 else ModelConfig(members[0])
     model = _trained_looking(cfg.create())
     q = for_inference(model, "int8", _calibration(model))
     x = _faces(32, seed=1).float() / 255
-    fp32 = for_inference(model)(x).softmax(1)
-    int8 = q(x.contiguous(memory_format=torch.channels_last)).softmax(1)
+    fp32 = for_inference(model)(x)
+    int8 = q(x.contiguous(memory_format=torch.channels_last))
     assert int8.dtype == torch.float32 and int8.shape == fp32.shape
-    assert (int8 - fp32).abs().max() < 0.05
-    assert (int8.argmax(1) == fp32.argmax(1)).float().mean() >= 0.9
+    # an untrained network's answers are near ties, so compare what it computes, not its argmax
+    spread = (fp32 - fp32.mean(1, keepdim=True)).abs().max()
+    assert (int8 - fp32).abs().max() < 0.1 * spread
+    assert torch.corrcoef(torch.stack([int8.flatten(), fp32.flatten()]))[0, 1] > 0.98
 
 
 @torch.inference_mode()

@@ -58,14 +58,18 @@ def training_step(model: torch.nn.Module, precision: str, batch: int,
 
 
 def inference_speed(model: torch.nn.Module, precision: str, calibration: Int8Calibration | None = None,
-                    seconds: float = 2.0) -> tuple[float, float]:
+                    seconds: float = 2.0, b1_threads: int | None = None) -> tuple[float, float]:
     """(ms per face at batch 1, faces/s at batch 256) of ``model`` on the CPU as the app runs it:
-    the figures of this bench and of every model card."""
+    the figures of this bench and of every model card. ``b1_threads``: threads for batch 1 (None:
+    the process's), e.g. 1, as the app runs a few faces (``fer_core.recognition.recognizer``)."""
+    from fer_core.common.device import torch_threads
+
     model = for_inference(model, precision, calibration)
     x = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(torch.device("cpu"), precision):
         many = images_per_second(lambda: model(x), 256, seconds)
-        one = images_per_second(lambda: model(x[:1]), 1, seconds)
+        with torch_threads(b1_threads):
+            one = images_per_second(lambda: model(x[:1]), 1, seconds)
     return 1000 / one, many
 
 
@@ -94,14 +98,15 @@ KERNELS = ("native", "avx2")
 
 
 def forms_here(weights: str, seconds: float = 2.0) -> list[dict]:
-    """Each form ``weights`` can run in under this process's kernels: speed, and which one the app picks."""
+    """Each form ``weights`` can run in under this process's kernels: speed (batch 1 on one thread, as the
+    app classifies a frame's few faces), and which one the app picks."""
     model, _ = load_checkpoint(weights)
     calibration = read_int8_calibration(weights)
     forms = ["fp32", *(["bf16"] if cpu_has_native_bf16() else []), *(["int8"] if calibration else [])]
     chosen = choose_form("auto", calibration)
     rows = []
     for form in forms:
-        latency_ms, many = inference_speed(model, form, calibration, seconds)
+        latency_ms, many = inference_speed(model, form, calibration, seconds, b1_threads=1)
         rows.append({"form": form, "latency_b1_ms": round(latency_ms, 3), "throughput_b256_img_s": round(many),
                      "chosen": form == chosen, "cpu_flags": cpu_flags()})
     return rows
@@ -129,7 +134,8 @@ def format_forms(weights: str, rows: list[dict], calibration: Int8Calibration | 
              f"int8 on the validation slice (n={calibration.val_faces}): {100 * calibration.val_accuracy_int8:.2f}% "
              f"against {100 * calibration.val_accuracy_fp32:.2f}% in fp32 ({-calibration.loss_points:+.2f} points)")
     lines = [f"{weights}: {check}", "",
-             "| kernels | form | latency b1 (ms) | infer img/s (b256) | chosen by the app |", "|---|---|---:|---:|---|"]
+             "| kernels | form | latency b1, 1 thread (ms) | infer img/s (b256) | chosen by the app |",
+             "|---|---|---:|---:|---|"]
     lines += [f"| {r['kernels']} ({r['cpu_flags']}) | {r['form']} | {r['latency_b1_ms']:.2f} | "
               f"{r['throughput_b256_img_s']} | {'yes' if r['chosen'] else ''} |" for r in rows]
     return "\n".join(lines)

@@ -109,7 +109,8 @@ def _forms_lines(card: ModelCard) -> list[str]:
     if not card.forms:
         return []
     lines = ["", "Inference forms (`fer-bench --forms`; the app picks one per CPU when it loads the model):", "",
-             "| kernels | form | ms per face (batch 1) | faces/s (batch 256) | picked |", "|---|---|---:|---:|---|"]
+             "| kernels | form | ms per face (batch 1, 1 thread) | faces/s (batch 256) | picked |",
+             "|---|---|---:|---:|---|"]
     lines += [f"| {KERNEL_WORDS.get(f.kernels, f.kernels)} | {f.form} | {f.latency_b1_ms:.2f} | "
               f"{f.throughput_b256_img_s:,.0f} | {'**yes**' if f.chosen else ''} |" for f in card.forms]
     if (c := card.int8) is not None:
