@@ -62,7 +62,7 @@ def test_members_validated_on_different_slices_get_no_validation_figure(run) -> 
     other["data"] = {**other["data"], "val_hash": "something else"}
     model, _ = load_checkpoint(out)
     configs = [json.loads((out / "config.json").read_text()), other]
-    assert ship.validation_scores(model, configs, str(data)) is None
+    assert ship.validation_scores(model, ship.shared_validation_slice(configs, str(data))) is None
 
 
 def test_a_card_counts_the_training_of_the_run_a_network_started_from(run, tmp_path: Path) -> None:

@@ -74,9 +74,16 @@ def with_fer2013_labels(train: Split, fer2013: str) -> Split:
     return replace(train, fer2013_labels=torch.from_numpy(match.labels))
 
 
+RUN_SETTINGS = ("seed", "val_seed", "val_fraction", "clean", "subset")
+"""The saved training settings that decide which faces a run trained on and which it held out."""
+
+
+def prepare_as(data: str, run_settings: dict | None = None) -> PreparedData:
+    """``data`` as a run with these saved training settings (``config.json``'s ``train``) had it: its
+    training faces and the validation slice it held out; without settings, the default run's (seed 0)."""
+    return prepare(data, **{k: v for k, v in (run_settings or {}).items() if k in RUN_SETTINGS})
+
+
 def validation_slice(data: str, run_settings: dict | None = None) -> Split:
-    """The validation slice a run held out of ``data``, from the run's saved training settings
-    (``config.json``'s ``train``); without them, the default run's (seed 0)."""
-    keys = ("seed", "val_seed", "val_fraction", "clean", "subset")
-    settings = {k: v for k, v in (run_settings or {}).items() if k in keys}
-    return prepare(data, **settings).val
+    """The validation slice a run held out of ``data`` (``prepare_as``)."""
+    return prepare_as(data, run_settings).val

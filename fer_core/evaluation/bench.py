@@ -18,7 +18,15 @@ from collections.abc import Callable
 
 import torch
 
-from fer_core.common.device import AVX2_ONLY, autocast, cpu_flags, cpu_has_native_bf16, cpu_name, resolve_precision
+from fer_core.common.device import (
+    AVX2_ONLY,
+    autocast,
+    cpu_flags,
+    cpu_has_native_bf16,
+    cpu_name,
+    resolve_precision,
+    torch_threads,
+)
 from fer_core.models.checkpoint import load_checkpoint, read_int8_calibration
 from fer_core.models.inference import choose_form, for_inference
 from fer_core.models.quantize import Int8Calibration
@@ -62,8 +70,6 @@ def inference_speed(model: torch.nn.Module, precision: str, calibration: Int8Cal
     """(ms per face at batch 1, faces/s at batch 256) of ``model`` on the CPU as the app runs it:
     the figures of this bench and of every model card. ``b1_threads``: threads for batch 1 (None:
     the process's), e.g. 1, as the app runs a few faces (``fer_core.recognition.recognizer``)."""
-    from fer_core.common.device import torch_threads
-
     model = for_inference(model, precision, calibration)
     x = torch.rand(256, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(torch.device("cpu"), precision):
@@ -93,8 +99,8 @@ def bench_model(label: str, model: torch.nn.Module, precision: str, batch: int =
             "epoch_minutes": TRAIN_IMAGES / train_rate / 60, "precision": precision}
 
 
-KERNELS = ("native", "avx2")
-"""This CPU's own kernels, and kernels held to AVX2 (``AVX2_ONLY``: a CPU without bf16)."""
+KERNELS = {"native": "this CPU's own kernels", "avx2": "kernels held to AVX2 (a CPU without bf16)"}
+"""This CPU's own kernels, and kernels held to AVX2 (``AVX2_ONLY``), with their names for people."""
 
 
 def forms_here(weights: str, seconds: float = 2.0) -> list[dict]:

@@ -12,25 +12,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_core.data.prepare import prepare
+from fer_core.data.dataset import Split
+from fer_core.data.prepare import prepare_as
 from fer_core.evaluation.evaluate import evaluate
 from fer_core.models.quantize import CALIBRATION_FACES, Int8Calibration, observe
-
-SETTINGS = ("seed", "val_seed", "val_fraction", "clean", "subset")
 
 
 def calibrate_int8(model: nn.Module, data: str, train_settings: dict, classes: tuple[str, ...],
                    expected_val_hash: str | None = None, faces: int = CALIBRATION_FACES) -> Int8Calibration:
-    """Observe ``faces`` training faces (drawn with seed 0, never from the validation slice), then score
-    fp32 and int8 on the validation slice of ``data`` that ``train_settings`` (a run's saved ``train``
-    config) held out. ``expected_val_hash``: refuse when the slice is not the one the model held out."""
-    prepared = prepare(data, **{k: v for k, v in train_settings.items() if k in SETTINGS})
-    val = prepared.val
-    if expected_val_hash is not None and val.content_hash() != expected_val_hash:
+    """``calibrate_on`` the faces of ``data`` that ``train_settings`` (a run's saved ``train`` config)
+    trained on and held out. ``expected_val_hash``: refuse when the slice is not the one the model held out."""
+    prepared = prepare_as(data, train_settings)
+    if expected_val_hash is not None and prepared.val.content_hash() != expected_val_hash:
         raise ValueError(f"the validation slice of {data} is not the one this model held out "
-                         f"(hash {val.content_hash()}, expected {expected_val_hash}): is it the same data?")
-    pick = torch.randperm(len(prepared.train), generator=torch.Generator().manual_seed(0))[:faces]
-    qparams = observe(model, prepared.train.images[pick])
+                         f"(hash {prepared.val.content_hash()}, expected {expected_val_hash}): is it the same data?")
+    return calibrate_on(model, prepared.train, prepared.val, classes, faces)
+
+
+def calibrate_on(model: nn.Module, train: Split, val: Split, classes: tuple[str, ...],
+                 faces: int = CALIBRATION_FACES) -> Int8Calibration:
+    """Observe ``faces`` of the training faces (drawn with seed 0; the validation slice is not among
+    them), then score fp32 and int8 on the validation slice."""
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:faces]
+    qparams = observe(model, train.images[pick])
     draft = Int8Calibration(qparams, 0, 0.0, 0.0)
     fp32 = evaluate(model, val, precision="fp32", classes=classes).accuracy
     int8 = evaluate(model, val, precision="int8", classes=classes, calibration=draft).accuracy

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Self
 from fer_core.common.labels import EMOTIONS
 from fer_core.common.values import is_count, is_number
 from fer_core.models.checkpoint import resolve_weights
-from fer_core.models.quantize import Int8Calibration
+from fer_core.models.quantize import Int8Calibration, keeps_accuracy
 from fer_core.models.zoo import ENSEMBLE, architecture_label, legacy_members
 
 LEGACY_TEST_SET = "FER-2013 PublicTest"
@@ -238,12 +238,16 @@ class Int8Check(_Part):
     val_faces: int
     val_accuracy_fp32: float
     val_accuracy_int8: float
-    eligible: bool  # lost at most fer_core.models.quantize.MAX_LOSS_POINTS, so the app may run it
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def eligible(self) -> bool:
+        """Whether the app may run the int8 form (``fer_core.models.quantize.keeps_accuracy``)."""
+        return keeps_accuracy(self.val_faces, self.val_accuracy_fp32, self.val_accuracy_int8)
 
     @classmethod
     def from_calibration(cls, c: Int8Calibration) -> Int8Check:
-        return cls(c.val_faces, c.val_accuracy_fp32, c.val_accuracy_int8, c.eligible)
+        return cls(c.val_faces, c.val_accuracy_fp32, c.val_accuracy_int8)
 
 
 @dataclass

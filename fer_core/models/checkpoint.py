@@ -138,14 +138,7 @@ def resolve_weights(path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
     """Rebuild the network from the file's own config and load its weights, in eval mode."""
     p = resolve_weights(path)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(p), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        state = load_file(str(p))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from None
+    meta, state = _metadata(p), _tensors(p)
     if CONFIG_KEY not in meta:
         raise CheckpointError(f"{p}: no model config in its metadata; it was not saved by fer_core")
     try:
@@ -158,11 +151,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def _metadata(path: Path) -> dict[str, str]:
+    """A weights file's metadata (its config, its int8 calibration), read from its header alone."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
             return fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A weights file's tensors, as stored."""
+    try:
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
@@ -183,11 +185,7 @@ def save_int8_calibration(path: str | os.PathLike, calibration: Int8Calibration 
     """Add (or, with None, remove) the int8 calibration of a weights file in place; its tensors are
     written back byte for byte, and the file is replaced atomically."""
     p = resolve_weights(path)
-    meta = _metadata(p)
-    try:
-        state = load_file(str(p))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from None
+    meta, state = _metadata(p), _tensors(p)
     meta.pop(CALIBRATION_KEY, None)
     if calibration is not None:
         meta[CALIBRATION_KEY] = calibration.to_json()
@@ -198,12 +196,8 @@ def save_int8_calibration(path: str | os.PathLike, calibration: Int8Calibration 
 def read_config(path: str | os.PathLike) -> ModelConfig:
     """The config a weights file carries (architecture, classes), read from its metadata without
     loading a tensor: what a page needs to name a model's classes before (or without) scoring it."""
-    from safetensors import safe_open
-
     p = resolve_weights(path)
     try:
-        with safe_open(str(p), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        return ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
+        return ModelConfig.from_dict(json.loads(_metadata(p)[CONFIG_KEY]))
+    except (KeyError, ValueError, TypeError) as exc:  # CheckpointError is a ValueError
         raise CheckpointError(f"{p}: no readable model config ({exc})") from None

@@ -30,11 +30,19 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from fer_core.models.zoo import Ensemble
+
 CALIBRATION_KEY = "fer_int8_calibration"
 ENGINE = "x86"
 MAX_LOSS_POINTS = 0.3
 """The most validation accuracy (percentage points) int8 may cost and still be chosen."""
 CALIBRATION_FACES = 2048
+
+
+def keeps_accuracy(val_faces: int, fp32: float, int8: float) -> bool:
+    """Whether int8 kept a model's accuracy on its validation slice (lost at most ``MAX_LOSS_POINTS``):
+    the condition for the app to run it."""
+    return val_faces > 0 and 100 * (fp32 - int8) <= MAX_LOSS_POINTS + 1e-9
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,7 @@ class Int8Calibration:
 
     @property
     def eligible(self) -> bool:
-        """Whether int8 keeps the model's accuracy on its validation slice (loses ≤ ``MAX_LOSS_POINTS``)."""
-        return self.val_faces > 0 and self.loss_points <= MAX_LOSS_POINTS + 1e-9
+        return keeps_accuracy(self.val_faces, self.val_accuracy_fp32, self.val_accuracy_int8)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -68,8 +75,6 @@ class Int8Calibration:
 
 def _networks(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """The networks quantized one by one: an ensemble's members (its averaging stays float), or the model."""
-    from fer_core.models.zoo import Ensemble
-
     if isinstance(model, Ensemble):
         for i, member in enumerate(model.members):
             yield f"members.{i}", member
@@ -138,8 +143,6 @@ def _from_qparams(net: nn.Module, qparams: dict[str, tuple[float, int]]) -> nn.M
 
 def to_int8(model: nn.Module, qparams: dict[str, dict[str, tuple[float, int]]]) -> nn.Module:
     """The int8 form of ``model`` (float logits out, as the model's own), from ``observe``'s findings."""
-    from fer_core.models.zoo import Ensemble
-
     nets = dict(_networks(model))
     if set(nets) != set(qparams):
         raise ValueError("the int8 calibration was made for another model (its networks differ); calibrate it again")

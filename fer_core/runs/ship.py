@@ -40,10 +40,11 @@ from fer_core.common.device import cpu_name, resolve_precision
 from fer_core.common.formatting import percent
 from fer_core.common.paths import WEIGHTS_DIR, shown_path
 from fer_core.data.dataset import SPLITS, DatasetError, Split, load_split
+from fer_core.data.prepare import PreparedData, prepare_as
 from fer_core.data.splits import data_name, describe_split, report_split
-from fer_core.evaluation.bench import inference_speed, measure_forms
+from fer_core.evaluation.bench import KERNELS, inference_speed, measure_forms
 from fer_core.evaluation.evaluate import Evaluation, evaluate
-from fer_core.evaluation.int8 import calibrate_int8
+from fer_core.evaluation.int8 import calibrate_on
 from fer_core.models.card import (
     DataSummary,
     InferenceForm,
@@ -61,6 +62,7 @@ from fer_core.models.checkpoint import (
     save_checkpoint,
     shipped_storage,
 )
+from fer_core.models.quantize import MAX_LOSS_POINTS
 from fer_core.models.zoo import ModelConfig, count_macs, count_params
 from fer_core.training.history import read_history
 
@@ -101,9 +103,6 @@ def _also_table(card: ModelCard) -> list[str]:
     return lines
 
 
-KERNEL_WORDS = {"native": "this CPU's own kernels", "avx2": "kernels held to AVX2 (a CPU without bf16)"}
-
-
 def _forms_lines(card: ModelCard) -> list[str]:
     """How the model runs per CPU: each form's speed, the int8 check, and the form the app picks."""
     if not card.forms:
@@ -111,12 +110,12 @@ def _forms_lines(card: ModelCard) -> list[str]:
     lines = ["", "Inference forms (`fer-bench --forms`; the app picks one per CPU when it loads the model):", "",
              "| kernels | form | ms per face (batch 1, 1 thread) | faces/s (batch 256) | picked |",
              "|---|---|---:|---:|---|"]
-    lines += [f"| {KERNEL_WORDS.get(f.kernels, f.kernels)} | {f.form} | {f.latency_b1_ms:.2f} | "
+    lines += [f"| {KERNELS.get(f.kernels, f.kernels)} | {f.form} | {f.latency_b1_ms:.2f} | "
               f"{f.throughput_b256_img_s:,.0f} | {'**yes**' if f.chosen else ''} |" for f in card.forms]
     if (c := card.int8) is not None:
         change = 100 * (c.val_accuracy_int8 - c.val_accuracy_fp32)
-        verdict = ("within the 0.3 points allowed, so CPUs without bf16 run it" if c.eligible else
-                   "more than the 0.3 points allowed, so CPUs without bf16 run fp32")
+        verdict = (f"within the {MAX_LOSS_POINTS} points allowed, so CPUs without bf16 run it" if c.eligible else
+                   f"more than the {MAX_LOSS_POINTS} points allowed, so CPUs without bf16 run fp32")
         lines += ["", f"int8 on the validation slice (n={c.val_faces}): {percent(c.val_accuracy_int8, 2)} against "
                   f"{percent(c.val_accuracy_fp32, 2)} in fp32 ({change:+.2f} points); {verdict}"]
     return lines
@@ -243,21 +242,25 @@ def _started_from(weights: Path) -> dict:
     return run_summary(weights.parent)
 
 
-def shared_validation_slice(configs: list[dict], data: str) -> Split | None:
-    """The validation slice every run (by its saved config) held out of ``data``; None when they
-    held out different slices, or ``data`` is not what they saw: then there is no honest figure."""
-    from fer_core.data.prepare import validation_slice
-
+def shared_preparation(configs: list[dict], data: str) -> PreparedData | None:
+    """``data`` as every run (by its saved config) had it, training faces and validation slice; None
+    when they held out different slices, or ``data`` is not what they saw: then there is no honest figure."""
     if len({c["data"]["val_hash"] for c in configs}) != 1:
         return None
-    val = validation_slice(data, configs[0]["train"])
-    return val if val.content_hash() == configs[0]["data"]["val_hash"] else None
+    prepared = prepare_as(data, configs[0]["train"])
+    return prepared if prepared.val.content_hash() == configs[0]["data"]["val_hash"] else None
 
 
-def validation_scores(model: torch.nn.Module, configs: list[dict], data: str,
+def shared_validation_slice(configs: list[dict], data: str) -> Split | None:
+    """The validation slice every run held out of ``data`` (``shared_preparation``), or None."""
+    prepared = shared_preparation(configs, data)
+    return None if prepared is None else prepared.val
+
+
+def validation_scores(model: torch.nn.Module, val: Split | None,
                       classes: Sequence[str] | None = None) -> dict | None:
-    """Accuracy on the validation slice every member held out, where an ensemble or TTA is chosen."""
-    val = shared_validation_slice(configs, data)
+    """Accuracy on the validation slice every member held out (``shared_validation_slice``), where an
+    ensemble or TTA is chosen; None without one."""
     if val is None:
         return None
     plain, tta = evaluate(model, val, classes=classes), evaluate(model, val, tta=True, classes=classes)
@@ -320,11 +323,12 @@ def ship(runs: list[Path], name: str, data: str, command: str, hardware: str,
     t0 = time.perf_counter()
     plain = evaluate(model, test, classes=cfg.classes)
     tta = evaluate(model, test, tta=True, classes=cfg.classes)
-    val = validation_scores(model, configs, data, cfg.classes)
+    prepared = shared_preparation(configs, data)
+    val = validation_scores(model, None if prepared is None else prepared.val, cfg.classes)
     eval_seconds = round(time.perf_counter() - t0, 1)
     also_measured = [also_metrics(evaluate(model, s, classes=cfg.classes), a.name, s.name) for a, s in others]
-    int8 = (calibrate_int8(model, data, configs[0]["train"], cfg.classes, configs[0]["data"]["val_hash"])
-            if val is not None else None)  # no honest check without the slice every network held out
+    int8 = (calibrate_on(model, prepared.train, prepared.val, cfg.classes)
+            if prepared is not None else None)  # no honest check without the slice every network held out
     with tempfile.TemporaryDirectory() as tmp:  # the forms are measured in fresh processes, on the file
         draft = save_checkpoint(model, cfg, Path(tmp) / f"{name}.safetensors", storage=storage, int8=int8)
         forms = [InferenceForm.from_dict(r) for r in measure_forms(str(draft))]
